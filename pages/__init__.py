@@ -1,0 +1,44 @@
+"""The Gradio UI: one module per tab, each with `build(engine)` that lays out its components
+and wires its events. Callbacks stay thin: unpack inputs, one engine call, map the result,
+and turn PetError into gr.Error/gr.Warning. Per-session state lives in gr.State as plain data.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import gradio as gr
+
+from pet.config import Settings
+from pet.engine import Engine
+
+# (module, tab label), in the order the tabs appear.
+TABS = (
+    ("chat", "Chat"),
+)
+
+CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "pet.css"
+
+
+def build_app(engine: Engine) -> gr.Blocks:
+    with gr.Blocks(title="PET Studio") as demo:
+        gr.Markdown("# PET Studio\nTurn a rough request into a well-built prompt: role, task, context, "
+                    "constraints, reasoning steps, examples and output format, like blocks that fit together.",
+                    elem_id="pet-header")
+        for module, label in TABS:
+            with gr.Tab(label, id=module, elem_id=f"tab-{module}"):
+                importlib.import_module(f"pages.{module}").build(engine)
+    return demo
+
+
+def launch(settings: Settings | None = None, block: bool = True, **kw):
+    settings = settings or Settings.from_env()
+    engine = Engine(settings)
+    demo = build_app(engine)
+    # Each model serves one request at a time (its lock); queueing, not threads, gives concurrency.
+    demo.queue(default_concurrency_limit=4)
+    css = CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None
+    return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
+                       css=css, theme=gr.themes.Soft(), prevent_thread_lock=not block, show_error=False,
+                       footer_links=["api", "gradio"], **kw)

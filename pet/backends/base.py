@@ -1,0 +1,109 @@
+"""The stream-first backend interface.
+
+A backend yields Chunks; the full answer is the joined stream. Every chunk carries the
+timing since the request started, so callers report time to first token, tokens/s and
+the token count without timing anything themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pet import PetError
+from pet.config import GenParams
+
+
+class BackendError(PetError):
+    """A backend could not serve: the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    tokens: int  # tokens generated so far, this chunk included
+    elapsed_s: float  # since the request started
+    ttft_s: float  # time to the first generated token
+    done: bool = False
+    finish_reason: str | None = None  # "stop", "length", "cancelled" on the last chunk
+
+
+@dataclass
+class Stats:
+    tokens: int = 0
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+    finish_reason: str | None = None
+
+    @property
+    def tok_s(self) -> float:
+        """Decode speed: tokens after the first over the time after the first."""
+        decode = self.total_s - self.ttft_s
+        if self.tokens <= 1 or decode <= 0:
+            return 0.0
+        return (self.tokens - 1) / decode
+
+    def as_dict(self) -> dict:
+        return {"tokens": self.tokens, "ttft_s": round(self.ttft_s, 4), "tok_s": round(self.tok_s, 2),
+                "total_s": round(self.total_s, 4), "finish_reason": self.finish_reason}
+
+    def line(self) -> str:
+        return f"TTFT {self.ttft_s:.2f} s · {self.tok_s:.1f} tok/s · {self.tokens} tokens"
+
+
+@dataclass
+class Answer:
+    text: str
+    stats: Stats = field(default_factory=Stats)
+
+
+class Clock:
+    """Stamps chunks for one request."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.first: float | None = None
+        self.tokens = 0
+
+    def chunk(self, text: str, new_tokens: int = 1) -> Chunk:
+        now = time.perf_counter() - self.start
+        if self.first is None:
+            self.first = now
+        self.tokens += new_tokens
+        return Chunk(text, self.tokens, now, self.first or now)
+
+    def last(self, reason: str) -> Chunk:
+        now = time.perf_counter() - self.start
+        return Chunk("", self.tokens, now, self.first if self.first is not None else now, True, reason)
+
+
+def collect(stream: Iterator[Chunk]) -> Answer:
+    """Join a stream into an Answer (the non-streaming call)."""
+    parts, stats = [], Stats()
+    for ch in stream:
+        parts.append(ch.text)
+        stats.tokens, stats.ttft_s, stats.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
+        if ch.done:
+            stats.finish_reason = ch.finish_reason
+    return Answer("".join(parts), stats)
+
+
+class Backend(ABC):
+    """One loaded model. `stream` must be safe to call from several threads (serialise inside)."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
+        """Yield chunks of the answer to `messages` (system message first if any)."""
+
+    def describe(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,118 @@
+"""transformers (+ PEFT) backend: hub ids, local folders, or GGUF files via a dequantised cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from pet import templates
+from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.config import GenParams
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(self, location: str, adapter_path: str | None = None, template_override: str | None = None,
+                 dtype: str = "float32"):
+        self.location = location
+        self.adapter_path = adapter_path
+        self.template_override = template_override
+        self.dtype = dtype
+        self.model = None
+        self.tokenizer = None
+        self.template: templates.ChatTemplate | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        try:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:
+            raise BackendError(f"transformers/torch are not installed ({e}): run `pip install -r requirements.txt`")
+        try:
+            tok = AutoTokenizer.from_pretrained(self.location)
+            model = AutoModelForCausalLM.from_pretrained(self.location, dtype=getattr(torch, self.dtype))
+        except OSError as e:
+            raise BackendError(f"transformers could not load {self.location!r}: {str(e).splitlines()[0]} "
+                               "(offline? a hub id needs internet the first time, or a local folder)")
+        if self.adapter_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.adapter_path)
+        model.eval()
+        self.tokenizer, self.model = tok, model
+        self.template = templates.choose(self.template_override, tok.chat_template,
+                                         getattr(model.config, "model_type", None),
+                                         bos_token=tok.bos_token or "", eos_token=tok.eos_token or "")
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
+        self.load()
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
+        cancel = threading.Event()
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return cancel.is_set()
+
+        stop_ids = [i for s in self.template.stop
+                    for i in [self.tokenizer.convert_tokens_to_ids(s)] if isinstance(i, int) and i >= 0]
+        class _Counting(TextIteratorStreamer):
+            generated = 0
+
+            def put(self, value):
+                if not self.next_tokens_are_prompt:
+                    self.generated += value.numel()
+                super().put(value)
+
+        streamer = _Counting(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        gen_kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                      max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
+                      stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                      eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
+        if params.temperature > 0:
+            gen_kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+        else:
+            gen_kw.update(do_sample=False)
+        out = {}
+
+        def run():
+            try:
+                with torch.no_grad():
+                    out["seq"] = self.model.generate(**gen_kw)
+            except Exception as e:  # surfaced in the caller's thread below
+                out["error"] = e
+                streamer.end()
+
+        with self._lock:
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            clock = Clock()
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            try:
+                for text in streamer:
+                    if text:
+                        yield clock.chunk(text, streamer.generated - clock.tokens)
+                worker.join()
+                if "error" in out:
+                    raise BackendError(f"generation failed: {out['error']}")
+                n = int(out["seq"].shape[1] - ids.shape[1])
+                clock.tokens = n
+                reason = "length" if n >= params.max_new_tokens else "stop"
+                yield clock.last(reason)
+            finally:
+                cancel.set()
+                worker.join()
+
+    def describe(self) -> dict:
+        return {"location": self.location, "adapter": self.adapter_path,
+                "template": self.template.name if self.template else None}

@@ -1,0 +1,97 @@
+"""llama.cpp backend (llama-cpp-python): GGUF files, optionally with a GGUF LoRA adapter.
+
+The prompt is rendered with PET's template and sent as token ids to plain completion:
+the Gemma 3 base GGUF carries no chat template, and one rendering path keeps training,
+llama.cpp and Ollama in step.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from pet import templates
+from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.config import GenParams
+
+
+def _import_llama():
+    try:
+        from llama_cpp import Llama
+    except ImportError as e:
+        raise BackendError(f"llama-cpp-python is not installed ({e}): run `pip install llama-cpp-python`")
+    return Llama
+
+
+class LlamaCppBackend(Backend):
+    name = "llamacpp"
+
+    def __init__(self, model_path: Path, n_ctx: int = 2048, lora_path: Path | None = None,
+                 template_override: str | None = None, n_threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.n_ctx = n_ctx
+        self.lora_path = lora_path
+        self.template_override = template_override
+        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        self.llm = None
+        self.template: templates.ChatTemplate | None = None
+        self._lock = threading.Lock()  # a llama.cpp context serves one request at a time
+
+    def load(self) -> None:
+        if self.llm is not None:
+            return
+        Llama = _import_llama()
+        kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
+        try:
+            self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                             verbose=False, **kw)
+        except (ValueError, RuntimeError) as e:
+            raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+        md = self.llm.metadata
+        self.template = templates.choose(
+            self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
+            bos_token=self._token_text(self.llm.token_bos()), eos_token=self._token_text(self.llm.token_eos()))
+
+    def _token_text(self, tid: int) -> str:
+        if tid < 0:
+            return ""
+        return self.llm.detokenize([tid], special=True).decode("utf-8", errors="ignore")
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def prompt_tokens(self, messages: list[dict]) -> list[int]:
+        return self.tokenize(self.template.render(messages, add_generation_prompt=True))
+
+    def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
+        self.load()
+        prompt = self.prompt_tokens(messages)
+        room = self.n_ctx - len(prompt)
+        if room < 8:
+            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {self.n_ctx}: "
+                               "clear the chat or raise n_ctx in the tier's params")
+        kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
+                  top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
+                  stop=list(self.template.stop), stream=True)
+        if params.seed is not None:
+            kw["seed"] = params.seed
+        with self._lock:
+            clock = Clock()
+            gen = self.llm.create_completion(prompt, **kw)
+            reason = "cancelled"
+            try:
+                for part in gen:
+                    choice = part["choices"][0]
+                    if choice["text"]:
+                        yield clock.chunk(choice["text"])
+                    if choice.get("finish_reason"):
+                        reason = choice["finish_reason"]
+                yield clock.last(reason)
+            finally:
+                gen.close()
+
+    def describe(self) -> dict:
+        return {"model_path": str(self.model_path), "adapter": str(self.lora_path) if self.lora_path else None,
+                "template": self.template.name if self.template else None, "n_ctx": self.n_ctx}

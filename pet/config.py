@@ -1,0 +1,248 @@
+"""Settings and the tiers file, as small dataclasses that check themselves.
+
+A bad tiers file raises one ConfigError that lists every problem with its key path
+(`tiers.light.params.temperature: must be between 0 and 2, got 5`), never just the first.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pet import PetError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TIERS = REPO_ROOT / "data" / "tiers.toml"
+BACKENDS = ("llamacpp", "hf", "ollama")
+
+
+class ConfigError(PetError):
+    def __init__(self, problems: list[str], source: str = ""):
+        self.problems = problems
+        head = f"{source}: " if source else ""
+        super().__init__(head + f"{len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Generation settings shared by every backend (names follow llama.cpp/Ollama)."""
+
+    temperature: float = 0.3
+    top_p: float = 0.9
+    top_k: int = 40
+    n_ctx: int = 2048
+    max_new_tokens: int = 512
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+
+    def problems(self, where: str = "params") -> list[str]:
+        out = []
+        if not 0 <= self.temperature <= 2:
+            out.append(f"{where}.temperature: must be between 0 and 2, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            out.append(f"{where}.top_p: must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            out.append(f"{where}.top_k: must be >= 0 (0 = off), got {self.top_k}")
+        if not 128 <= self.n_ctx <= 131072:
+            out.append(f"{where}.n_ctx: must be between 128 and 131072, got {self.n_ctx}")
+        if not 1 <= self.max_new_tokens <= self.n_ctx:
+            out.append(f"{where}.max_new_tokens: must be between 1 and n_ctx ({self.n_ctx}), got {self.max_new_tokens}")
+        if not 0.5 <= self.repeat_penalty <= 2:
+            out.append(f"{where}.repeat_penalty: must be between 0.5 and 2, got {self.repeat_penalty}")
+        if self.seed is not None and not 0 <= self.seed < 2**31:
+            out.append(f"{where}.seed: must be between 0 and 2^31-1, got {self.seed}")
+        return out
+
+    def __post_init__(self):
+        p = self.problems()
+        if p:
+            raise ConfigError(p)
+
+    def with_overrides(self, **kw: Any) -> GenParams:
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
+               "max_new_tokens": int, "repeat_penalty": float, "seed": int}
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """One tier: a backend, a model reference, an optional adapter, a system prompt and params."""
+
+    name: str
+    backend: str
+    model: str
+    system_prompt: str = ""
+    adapter: str | None = None
+    template: str | None = None  # None/"auto": the model's own, or the family's built-in
+    params: GenParams = field(default_factory=GenParams)
+    description: str = ""
+    host: str | None = None  # Ollama server address for backend = "ollama"
+
+
+_TIER_KEYS = {"backend", "model", "system_prompt", "system_prompt_file", "adapter", "template",
+              "params", "description", "host"}
+
+
+def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) -> GenParams:
+    if raw is None:
+        return base
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a table, got {type(raw).__name__}")
+        return base
+    values = base.as_dict()
+    for key, val in raw.items():
+        typ = PARAM_TYPES.get(key)
+        if typ is None:
+            problems.append(f"{where}.{key}: unknown setting (valid: {', '.join(PARAM_TYPES)})")
+            continue
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or (typ is int and not isinstance(val, int)):
+            problems.append(f"{where}.{key}: must be {'an integer' if typ is int else 'a number'}, got {val!r}")
+            continue
+        values[key] = typ(val)
+    candidate = object.__new__(GenParams)
+    for k, v in values.items():
+        object.__setattr__(candidate, k, v)
+    errs = candidate.problems(where)
+    if errs:
+        problems.extend(errs)
+        return base
+    return GenParams(**values)
+
+
+def _resolve_path(value: str, base_dir: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base_dir / p))
+
+
+def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[TierSpec]:
+    problems: list[str] = []
+    defaults = _parse_params(data.get("defaults"), "defaults", GenParams(), problems)
+    tiers_raw = data.get("tiers")
+    for key in data:
+        if key not in ("defaults", "tiers"):
+            problems.append(f"{key}: unknown top-level key (expected [defaults] and [tiers.NAME] tables)")
+    if not isinstance(tiers_raw, dict) or not tiers_raw:
+        problems.append("tiers: no tiers defined; add at least one [tiers.NAME] table")
+        raise ConfigError(problems, source)
+    out = []
+    for name, raw in tiers_raw.items():
+        where = f"tiers.{name}"
+        if not name.replace("-", "").replace("_", "").isalnum():
+            problems.append(f"{where}: tier names use letters, digits, '-' and '_' only")
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: must be a table")
+            continue
+        for key in raw:
+            if key not in _TIER_KEYS:
+                problems.append(f"{where}.{key}: unknown key (valid: {', '.join(sorted(_TIER_KEYS))})")
+        backend = raw.get("backend")
+        if backend not in BACKENDS:
+            problems.append(f"{where}.backend: must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        model = raw.get("model")
+        if not isinstance(model, str) or not model.strip():
+            problems.append(f"{where}.model: required (a packaged model 'pkg:NAME', a file or folder, "
+                            "a Hugging Face id or an Ollama model name)")
+        system = raw.get("system_prompt", "")
+        if "system_prompt_file" in raw:
+            path = Path(_resolve_path(str(raw["system_prompt_file"]), base_dir))
+            try:
+                system = path.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                problems.append(f"{where}.system_prompt_file: cannot read {path}: {e.strerror}")
+        if not isinstance(system, str):
+            problems.append(f"{where}.system_prompt: must be a string")
+            system = ""
+        for key in ("adapter", "template", "description", "host"):
+            if key in raw and not isinstance(raw[key], str):
+                problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
+        params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
+        adapter = raw.get("adapter")
+        if isinstance(adapter, str) and adapter:
+            adapter = _resolve_path(adapter, base_dir)
+        model_ref = model if isinstance(model, str) else ""
+        if isinstance(model, str) and (model.startswith("./") or model.startswith("../")):
+            model_ref = _resolve_path(model, base_dir)
+        if not problems or all(not p.startswith(where) for p in problems):
+            out.append(TierSpec(name=name, backend=str(backend), model=model_ref, system_prompt=system,
+                                adapter=adapter or None, template=raw.get("template") or None,
+                                params=params, description=str(raw.get("description", "")),
+                                host=raw.get("host")))
+    if problems:
+        raise ConfigError(problems, source)
+    return out
+
+
+def load_tiers(path: str | Path | None = None) -> list[TierSpec]:
+    path = Path(path or os.environ.get("PET_TIERS") or DEFAULT_TIERS)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"cannot read tiers file {path}: {e.strerror}; set PET_TIERS to a readable TOML file"])
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"not valid TOML: {e}"], str(path))
+    return parse_tiers(data, path.parent, str(path))
+
+
+def default_home() -> Path:
+    if os.environ.get("PET_HOME"):
+        return Path(os.environ["PET_HOME"]).expanduser()
+    # On a Hugging Face Space, persistent storage (when enabled) is mounted at /data.
+    if os.environ.get("SPACE_ID") and os.path.isdir("/data") and os.access("/data", os.W_OK):
+        return Path("/data/pet-studio")
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("pet-studio", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: tuple[str, str] | None = None
+    tiers_path: Path = DEFAULT_TIERS
+
+    @staticmethod
+    def parse_auth(value: str | None, flag: str = "--auth") -> tuple[str, str] | None:
+        if not value:
+            return None
+        user, sep, pw = value.partition(":")
+        if not sep or not user or not pw:
+            raise ConfigError([f"{flag}: expected USER:PASS, got {value!r}"])
+        return user, pw
+
+    @classmethod
+    def from_env(cls, **over: Any) -> Settings:
+        home = over.pop("home", None) or default_home()
+        port_raw = os.environ.get("PET_PORT") or os.environ.get("GRADIO_SERVER_PORT") or "7860"
+        problems = []
+        try:
+            port = int(port_raw)
+        except ValueError:
+            problems.append(f"PET_PORT: must be a port number, got {port_raw!r}")
+            port = 7860
+        try:
+            auth = cls.parse_auth(os.environ.get("PET_AUTH"), "PET_AUTH")
+        except ConfigError as e:
+            problems += e.problems
+            auth = None
+        if problems:
+            raise ConfigError(problems)
+        s = cls(home=Path(home), host=os.environ.get("PET_HOST", "127.0.0.1"), port=port, auth=auth,
+                tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS))
+        return replace(s, **{k: v for k, v in over.items() if v is not None})
+
+    def path(self, *parts: str) -> Path:
+        p = self.home.joinpath(*parts)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
