@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 
-from pet import templates
+from pet import PetError, templates
 from pet.backends.base import Answer, Chunk, collect
 from pet.config import GenParams, Settings, load_tiers
 from pet.store import Store
@@ -17,6 +17,7 @@ class Engine:
         self.settings = settings or Settings.from_env()
         specs = load_tiers(self.settings.tiers_path)
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
+        self._vocabs: dict[str, tuple] = {}
 
     @cached_property
     def store(self) -> Store:
@@ -35,6 +36,51 @@ class Engine:
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
         backend = self.tiers.backend(tier)
         yield from backend.stream(msgs, params or spec.params)
+
+    def template_for(self, tier: str) -> templates.ChatTemplate:
+        """The chat template a tier is served (and trained) with, without loading its weights."""
+        spec = self.tiers.spec(tier)
+        if spec.template and spec.template != "auto":
+            return templates.choose(spec.template, None, None)
+        loaded = self.tiers.loaded(tier)
+        if loaded is not None and getattr(loaded, "template", None) is not None:
+            return loaded.template
+        return self._vocab(tier)[1]
+
+    def tokenizer_for(self, tier: str):
+        """A function text -> token ids for the tier's model (vocabulary only; no weights loaded)."""
+        return self._vocab(tier)[0]
+
+    def _vocab(self, tier: str):
+        if tier not in self._vocabs:
+            from pet import models
+
+            spec = self.tiers.spec(tier)
+            if spec.backend == "ollama":
+                raise PetError(f"tier {tier!r} runs on Ollama: its tokenizer and template live in the server")
+            ref = models.resolve(spec.model, spec.backend, self.settings.path("models"))
+            if ref.path is not None and ref.path.suffix == ".gguf":
+                from llama_cpp import Llama
+
+                llm = Llama(str(ref.path), vocab_only=True, verbose=False)
+                md = llm.metadata
+                tmpl = templates.choose(spec.template, md.get("tokenizer.chat_template"),
+                                        md.get("general.architecture"),
+                                        bos_token=llm.detokenize([llm.token_bos()], special=True).decode(),
+                                        eos_token=llm.detokenize([llm.token_eos()], special=True).decode())
+
+                def tok(text: str, _llm=llm) -> list[int]:
+                    return _llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            else:
+                from transformers import AutoTokenizer
+
+                t = AutoTokenizer.from_pretrained(models.hf_folder(ref, self.settings.path("cache", "hf")))
+                tmpl = templates.choose(spec.template, t.chat_template, None, t.bos_token or "", t.eos_token or "")
+
+                def tok(text: str, _t=t) -> list[int]:
+                    return _t(text, add_special_tokens=False)["input_ids"]
+            self._vocabs[tier] = (tok, tmpl)
+        return self._vocabs[tier]
 
     def generate(self, tier: str, messages: list[dict], params: GenParams | None = None,
                  system: str | None = None) -> Answer:

@@ -110,6 +110,9 @@ class Registry:
                 "reason": why or st.reason if not ok else "", "state": state,
                 "loaded_s": st.loaded_s}
 
+    def loaded(self, name: str) -> Backend | None:
+        return self._backends.get(name)
+
     # -- loading ----------------------------------------------------------------------------
     def backend(self, name: str) -> Backend:
         spec = self.spec(name)
