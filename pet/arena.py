@@ -1,0 +1,657 @@
+"""Blind battles between tiers, votes, and Bradley-Terry ratings with bootstrap intervals.
+
+A battle is one prompt answered by two tiers shown as "Model A" (left) and "Model B" (right);
+a vote says which answer is better (a, b, tie, bothbad). Ratings come from all votes at once
+(a maximum-likelihood Bradley-Terry fit), never from vote order: online Elo is offered only as a
+secondary view because it changes when the same votes arrive in another order.
+
+Scale: rating = 1000 + 400*log10(strength), strengths normalised so their log-mean is 0, so
+a 400-point gap means 10:1 odds. A small Gaussian ridge on the log-strengths keeps a handful of
+one-sided votes finite (without it, 3 wins and no losses push a rating to infinity).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pet import PetError
+
+WINNERS = ("a", "b", "tie", "bothbad")
+EXPORT_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}
+IMPORT_WINNER = {v: k for k, v in EXPORT_WINNER.items()}
+SCALE = 400 / math.log(10)  # natural-log strength -> rating points
+BASE = 1000.0
+RIDGE = 0.05  # prior precision on log-strengths: N(0, 1/0.05), i.e. sd ~4.5 nats (~1900 points)
+DEFAULT_ROUNDS = 1000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS arena_battles (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    tier_a TEXT NOT NULL,            -- shown on the left, as "Model A"
+    tier_b TEXT NOT NULL,            -- shown on the right, as "Model B"
+    prompt TEXT NOT NULL,
+    system TEXT,                     -- the system prompt override; NULL = each tier's own
+    params TEXT NOT NULL,            -- JSON: the shared generation settings
+    seed INTEGER,
+    answer_a TEXT NOT NULL,
+    answer_b TEXT NOT NULL,
+    ident_a TEXT NOT NULL,           -- JSON: backend, model, adapter, template, system prompt of tier_a
+    ident_b TEXT NOT NULL,
+    stats_a TEXT NOT NULL,           -- JSON: tokens, ttft_s, tok_s, total_s
+    stats_b TEXT NOT NULL,
+    session TEXT
+);
+CREATE TABLE IF NOT EXISTS arena_votes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    battle_id TEXT NOT NULL REFERENCES arena_battles(id) ON DELETE CASCADE,
+    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'bothbad')),
+    voter TEXT NOT NULL CHECK (voter IN ('human', 'judge')),
+    judge TEXT NOT NULL DEFAULT '',  -- the judging tier for voter = 'judge'
+    session TEXT,
+    created REAL NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    UNIQUE (battle_id, voter, judge)
+);
+CREATE INDEX IF NOT EXISTS arena_votes_battle ON arena_votes (battle_id);
+"""
+
+
+# -- drawing battles ------------------------------------------------------------------------------
+
+def draw_pair(tiers: list[str], rng: random.Random | None = None) -> tuple[str, str]:
+    """Two distinct tiers at random, in random sides: (left = Model A, right = Model B)."""
+    pool = list(dict.fromkeys(tiers))
+    if len(pool) < 2:
+        have = f"only {pool[0]!r} is" if pool else "no tier is"
+        raise PetError(f"a battle needs two available tiers, but {have} available: "
+                       "fix or add a tier in the tiers file (see the Chat tab's tier status)")
+    rng = rng or random.Random()
+    left, right = rng.sample(pool, 2)  # sample() draws an ordered pair: sides are random too
+    return left, right
+
+
+def new_battle_id() -> str:
+    return uuid.uuid4().hex
+
+
+def identity(engine, tier: str) -> dict:
+    """What a vote records about a tier: the model, adapter and prompt it ran with."""
+    spec = engine.tiers.spec(tier)
+    ident = {"tier": tier, "backend": spec.backend, "model": spec.model, "adapter": spec.adapter,
+             "template": spec.template, "system_prompt": spec.system_prompt}
+    if spec.adapter:
+        try:
+            from pet.adapters import read_adapter
+
+            info = read_adapter(spec.adapter)
+            ident["adapter_meta"] = {"label": info.label, "base": info.base}
+        except PetError as e:
+            ident["adapter_meta"] = {"error": str(e)}
+    return ident
+
+
+# -- storing votes --------------------------------------------------------------------------------
+
+def _ensure(store) -> None:
+    store.ensure(SCHEMA)
+
+
+def save_battle(store, battle: dict) -> str:
+    """Insert a finished battle (both answers complete) once; returns its id."""
+    _ensure(store)
+    need = ("id", "tier_a", "tier_b", "prompt", "answer_a", "answer_b")
+    missing = [k for k in need if not battle.get(k) and battle.get(k) != ""]
+    if missing:
+        raise PetError(f"battle is missing {', '.join(missing)}")
+    with store.transaction() as c:
+        c.execute(
+            "INSERT OR IGNORE INTO arena_battles (id, created, tier_a, tier_b, prompt, system, params, seed,"
+            " answer_a, answer_b, ident_a, ident_b, stats_a, stats_b, session)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (battle["id"], battle.get("created") or time.time(), battle["tier_a"], battle["tier_b"],
+             battle["prompt"], battle.get("system"), json.dumps(battle.get("params") or {}),
+             battle.get("seed"), battle["answer_a"], battle["answer_b"],
+             json.dumps(battle.get("ident_a") or {}), json.dumps(battle.get("ident_b") or {}),
+             json.dumps(battle.get("stats_a") or {}), json.dumps(battle.get("stats_b") or {}),
+             battle.get("session")))
+    return battle["id"]
+
+
+def record_vote(store, battle: dict, winner: str, session: str | None = None, voter: str = "human",
+                judge: str = "", note: str = "") -> None:
+    """Store a vote; voting again on the same battle (same voter/judge) replaces the earlier vote."""
+    if winner not in WINNERS:
+        raise PetError(f"winner must be one of {', '.join(WINNERS)}, got {winner!r}")
+    if voter not in ("human", "judge") or (voter == "judge") != bool(judge):
+        raise PetError("a judge vote names its judge tier; a human vote names none")
+    save_battle(store, battle)
+    with store.transaction() as c:
+        c.execute("INSERT INTO arena_votes (battle_id, winner, voter, judge, session, created, note)"
+                  " VALUES (?,?,?,?,?,?,?) ON CONFLICT (battle_id, voter, judge) DO UPDATE SET"
+                  " winner = excluded.winner, session = excluded.session, created = excluded.created,"
+                  " note = excluded.note",
+                  (battle["id"], winner, voter, judge, session, time.time(), note))
+
+
+def _row(r) -> dict:
+    d = dict(r)
+    for k in ("params", "ident_a", "ident_b", "stats_a", "stats_b"):
+        if k in d and isinstance(d[k], str):
+            d[k] = json.loads(d[k])
+    return d
+
+
+def get_battle(store, battle_id: str) -> dict:
+    _ensure(store)
+    rows = store.query("SELECT * FROM arena_battles WHERE id = ?", (battle_id,))
+    if not rows:
+        raise PetError(f"no battle with id {battle_id!r}")
+    return _row(rows[0])
+
+
+def votes(store, voter: str | None = None) -> list[dict]:
+    """Every vote joined with its battle, oldest first. voter: None (all), 'human' or 'judge'."""
+    _ensure(store)
+    sql = ("SELECT v.id AS vote_id, v.winner, v.voter, v.judge, v.session AS voter_session, v.created AS voted,"
+           " v.note, b.* FROM arena_votes v JOIN arena_battles b ON b.id = v.battle_id")
+    args: tuple = ()
+    if voter:
+        sql += " WHERE v.voter = ?"
+        args = (voter,)
+    return [_row(r) for r in store.query(sql + " ORDER BY v.created, v.id", args)]
+
+
+# -- Bradley-Terry ---------------------------------------------------------------------------------
+
+@dataclass
+class Battles:
+    """Votes as arrays: index of the left tier, of the right tier, and the left tier's score."""
+
+    names: list[str]
+    left: np.ndarray
+    right: np.ndarray
+    score: np.ndarray  # 1 = left won, 0 = right won, 0.5 = tie or both bad
+    tstamp: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @classmethod
+    def from_votes(cls, rows: Iterable[dict]) -> Battles:
+        rows = list(rows)
+        names = sorted({r["tier_a"] for r in rows} | {r["tier_b"] for r in rows})
+        ix = {n: i for i, n in enumerate(names)}
+        score = {"a": 1.0, "b": 0.0, "tie": 0.5, "bothbad": 0.5}
+        return cls(names,
+                   np.array([ix[r["tier_a"]] for r in rows], dtype=np.int64),
+                   np.array([ix[r["tier_b"]] for r in rows], dtype=np.int64),
+                   np.array([score[r["winner"]] for r in rows], dtype=float),
+                   np.array([float(r.get("voted") or r.get("created") or 0) for r in rows]))
+
+
+def _cells(b: Battles):
+    """Aggregate votes into cells (unordered pair, outcome) so a fit costs O(pairs), not O(votes).
+
+    Returns the pair incidence matrix M (P x n: +1 for the lower index, -1 for the higher), and per cell
+    its pair, its score for the lower-index tier, and its vote count; plus each vote's cell.
+    """
+    n = len(b.names)
+    lo, hi = np.minimum(b.left, b.right), np.maximum(b.left, b.right)
+    s_lo = np.where(b.left < b.right, b.score, 1.0 - b.score)
+    key = (lo * n + hi) * 3 + np.rint(s_lo * 2).astype(np.int64)
+    cell_keys, vote_cell, counts = np.unique(key, return_inverse=True, return_counts=True)
+    pair_keys, cell_pair = np.unique(cell_keys // 3, return_inverse=True)
+    M = np.zeros((len(pair_keys), n))
+    M[np.arange(len(pair_keys)), pair_keys // n] = 1.0
+    M[np.arange(len(pair_keys)), pair_keys % n] = -1.0
+    cell_score = (cell_keys % 3) / 2.0
+    return M, cell_pair, cell_score, counts.astype(float), vote_cell.ravel()
+
+
+def _newton(games: np.ndarray, wins: np.ndarray, M: np.ndarray, ridge: float, theta: np.ndarray,
+            iters: int = 100, tol: float = 1e-10) -> np.ndarray:
+    """Maximise the ridge-penalised BT log-likelihood for a batch of count sets at once.
+
+    games, wins: (B, P) games per pair and the lower-index tier's score in them; theta: (B, n) start.
+    The objective is strictly concave (ridge > 0), so damped Newton converges from any start;
+    the step is capped at 2 nats per iteration so a far start cannot overshoot.
+    """
+    n = M.shape[1]
+    eye = np.eye(n) * ridge
+    for _ in range(iters):
+        d = theta @ M.T
+        p = 1.0 / (1.0 + np.exp(-d))
+        grad = (wins - games * p) @ M - ridge * theta
+        w = games * p * (1.0 - p)
+        hess = np.einsum("bp,pi,pj->bij", w, M, M) + eye
+        step = np.linalg.solve(hess, grad[..., None])[..., 0]
+        big = np.abs(step).max(axis=1, keepdims=True)
+        theta = theta + step * np.minimum(1.0, 2.0 / np.maximum(big, 1e-300))
+        if big.max() < tol:
+            break
+    return theta
+
+
+def bradley_terry(b: Battles, ridge: float = RIDGE) -> np.ndarray:
+    """Log-strengths (natural log, mean 0) maximising the penalised likelihood of all votes at once.
+
+    A tie (or both bad) counts as half a win each way. The ridge keeps the log-mean at 0 too:
+    the likelihood's gradient sums to zero over tiers, so at the optimum ridge * sum(theta) = 0.
+    """
+    n = len(b.names)
+    if n == 0:
+        return np.zeros(0)
+    M, cell_pair, cell_score, counts, _ = _cells(b)
+    A = np.zeros((len(counts), M.shape[0]))
+    A[np.arange(len(counts)), cell_pair] = 1.0
+    games, wins = (counts @ A)[None], ((counts * cell_score) @ A)[None]
+    return _newton(games, wins, M, ridge, np.zeros((1, n)))[0]
+
+
+def to_rating(theta: np.ndarray) -> np.ndarray:
+    return BASE + SCALE * theta
+
+
+def bootstrap(b: Battles, rounds: int = DEFAULT_ROUNDS, ridge: float = RIDGE,
+              rng: np.random.Generator | None = None, theta0: np.ndarray | None = None) -> np.ndarray:
+    """Ratings refitted on `rounds` resamples of the votes (rows: rounds, columns: tiers).
+
+    Resampling N vote indices with replacement and counting them per cell is the same as one
+    multinomial draw over the cells with probabilities count/N: we draw that directly, which is
+    exact and far cheaper than materialising the indices. Each refit starts from the full fit.
+    """
+    rng = rng or np.random.default_rng()
+    n = len(b.names)
+    if n == 0 or rounds <= 0:
+        return np.zeros((0, n))
+    M, cell_pair, cell_score, counts, _ = _cells(b)
+    total = int(counts.sum())
+    draws = rng.multinomial(total, counts / total, size=rounds).astype(float)
+    A = np.zeros((len(counts), M.shape[0]))
+    A[np.arange(len(counts)), cell_pair] = 1.0
+    games, wins = draws @ A, (draws * cell_score) @ A
+    start = bradley_terry(b, ridge) if theta0 is None else theta0
+    theta = _newton(games, wins, M, ridge, np.tile(start, (rounds, 1)))
+    return to_rating(theta)
+
+
+def online_elo(b: Battles, k: float = 4.0) -> np.ndarray:
+    """Sequential Elo in vote order: a secondary view only, since it depends on that order."""
+    r = np.full(len(b.names), BASE)
+    order = np.argsort(b.tstamp, kind="stable")
+    for i, j, s in zip(b.left[order], b.right[order], b.score[order]):
+        e = 1.0 / (1.0 + 10 ** ((r[j] - r[i]) / 400))
+        r[i] += k * (s - e)
+        r[j] -= k * (s - e)
+    return r
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes in n trials."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = RIDGE,
+            seed: int | None = 0, tiers: Iterable[str] = ()) -> dict:
+    """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time).
+
+    `tiers`: tiers that could battle (the available ones); a pair of them never judged is the first
+    suggestion for the next battle. Returns plain data (JSON-serialisable).
+    """
+    if rounds < 0:
+        raise PetError(f"rounds must be >= 0, got {rounds}")
+    rows = list(rows)
+    b = Battles.from_votes(rows)
+    n = len(b.names)
+    theta = bradley_terry(b, ridge)
+    rating = to_rating(theta)
+    boot = bootstrap(b, rounds, ridge, np.random.default_rng(seed), theta) if rounds else np.zeros((0, n))
+    if len(boot):
+        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+    else:
+        lo, hi = rating.copy(), rating.copy()
+    games = np.zeros((n, n))
+    score = np.zeros((n, n))
+    np.add.at(games, (b.left, b.right), 1)
+    np.add.at(games, (b.right, b.left), 1)
+    np.add.at(score, (b.left, b.right), b.score)
+    np.add.at(score, (b.right, b.left), 1 - b.score)
+    table = []
+    for i, name in enumerate(b.names):
+        mine = (b.left == i) | (b.right == i)
+        s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
+        table.append({"tier": name, "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
+                      "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
+                      "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
+                      "ties": int((s_i == 0.5).sum())})
+    # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
+    for row in table:
+        row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
+    order = sorted(range(n), key=lambda i: -rating[i])
+    table = [table[i] for i in order]
+    decisive = b.score != 0.5
+    left_wins = int((b.score[decisive] == 1).sum())
+    n_dec = int(decisive.sum())
+    bias_lo, bias_hi = wilson(left_wins, n_dec)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(games > 0, score / np.maximum(games, 1), np.nan)
+    names = [b.names[i] for i in order]
+    elo = online_elo(b)
+    return {
+        "votes": len(rows), "rounds": int(rounds), "ridge": ridge, "table": table,
+        "winrate": {"tiers": names,
+                    "matrix": [[None if np.isnan(rate[i, j]) else round(float(rate[i, j]), 4) for j in order]
+                               for i in order],
+                    "games": [[int(games[i, j]) for j in order] for i in order]},
+        "position_bias": {"left_wins": left_wins, "decisive": n_dec,
+                          "rate": round(left_wins / n_dec, 4) if n_dec else None,
+                          "ci_low": round(bias_lo, 4), "ci_high": round(bias_hi, 4)},
+        "next_pair": next_pair(b.names, boot, rating, games, tiers),
+        "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
+    }
+
+
+def next_pair(names: list[str], boot: np.ndarray, rating: np.ndarray, games: np.ndarray,
+              tiers: Iterable[str] = ()) -> dict | None:
+    """The pair whose ordering is least certain: P(i above j) over the bootstrap closest to 1/2.
+
+    A pair of candidate tiers that has never met comes first (nothing is known about it); ties on
+    certainty go to the pair with fewer battles.
+    """
+    cands = list(dict.fromkeys(list(tiers) or names))
+    ix = {n: i for i, n in enumerate(names)}
+    best = None
+    for x in range(len(cands)):
+        for y in range(x + 1, len(cands)):
+            a, c = cands[x], cands[y]
+            if a not in ix or c not in ix or games[ix[a], ix[c]] == 0:
+                key, p = (-1.0, 0), None
+            else:
+                i, j = ix[a], ix[c]
+                p = float((boot[:, i] > boot[:, j]).mean()) if len(boot) else float(rating[i] > rating[j])
+                key = (abs(p - 0.5), int(games[i, j]))
+            if best is None or key < best[0]:
+                best = (key, a, c, p)
+    if best is None:
+        return None
+    _, a, c, p = best
+    return {"tier_a": a, "tier_b": c, "p_a_above": None if p is None else round(p, 4),
+            "battles": int(games[ix[a], ix[c]]) if a in ix and c in ix else 0}
+
+
+def judge_agreement(rows: Iterable[dict]) -> list[dict]:
+    """Per judge: on battles a human also voted on, how often the judge's verdict matches the human's.
+
+    Both bad and tie count as the same verdict (neither answer is better)."""
+    rows = list(rows)
+    human = {r["id"]: r["winner"] for r in rows if r["voter"] == "human"}
+    norm = {"a": "a", "b": "b", "tie": "tie", "bothbad": "tie"}
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        if r["voter"] == "judge":
+            stat = out.setdefault(r["judge"], [0, 0, 0])
+            stat[2] += 1
+            if r["id"] in human:
+                stat[1] += 1
+                stat[0] += norm[human[r["id"]]] == norm[r["winner"]]
+    return [{"judge": j, "votes": v, "shared": n, "agree": k, "agreement": round(k / n, 4) if n else None}
+            for j, (k, n, v) in sorted(out.items())]
+
+
+# -- auto-judge ------------------------------------------------------------------------------------
+
+JUDGE_SYSTEM = ("You are a strict judge of prompt improvements. A user asked an assistant to turn a rough "
+                "request into a well-built prompt (role, task, context, constraints, reasoning steps, "
+                "examples, output format). Compare the two answers and reply with exactly one of: "
+                "A, B, or tie.")
+
+
+def judge_messages(prompt: str, first: str, second: str) -> list[dict]:
+    return [{"role": "user", "content":
+             f"Request:\n<<<\n{prompt}\n>>>\n\nAnswer A:\n<<<\n{first}\n>>>\n\nAnswer B:\n<<<\n{second}\n>>>\n\n"
+             "Which answer is the better prompt improvement? Reply with A, B or tie."}]
+
+
+_VERDICT_PATTERNS = [
+    (re.compile(r"\[\[\s*(A|B|TIE|C)\s*\]\]", re.I), None),
+    (re.compile(r"\b(?:verdict|winner|answer|better|choice|final)\s*(?:is|:|=|-)?\s*(?:answer\s*)?\**\s*"
+                r"\(?\b(A|B|tie)\b", re.I), None),
+    (re.compile(r"\b(?:answer|option|response)\s+(A|B)\b\s+is\s+(?:the\s+)?better", re.I), None),
+]
+_TIE_WORDS = re.compile(r"\b(tie|equal(?:ly)?|same quality|both (?:are )?(?:good|bad|equal)|neither)\b", re.I)
+
+
+def parse_verdict(text: str) -> tuple[str | None, str]:
+    """A judge's reply -> ('a'|'b'|'tie', note) or (None, note) when it cannot be read."""
+    t = text.strip()
+    if not t:
+        return None, "empty reply"
+    bare = re.fullmatch(r"[\s\"'*(\[]*(A|B|tie)[\s\"'*)\].!:]*", t, re.I)
+    if bare:
+        return bare.group(1).lower(), ""
+    for pat, _ in _VERDICT_PATTERNS:
+        m = pat.search(t)
+        if m:
+            v = m.group(1).lower()
+            return ("tie" if v in ("tie", "c") else v), ""
+    first = re.match(r"[\s\"'*(\[]*(A|B)\b(?![\w'])", t)
+    if first and first.group(1) in "AB":  # a reply that opens with a capital A/B
+        return first.group(1).lower(), ""
+    if _TIE_WORDS.search(t):
+        return "tie", ""
+    return None, f"unparseable reply: {t[:80]!r}"
+
+
+def combine_orders(first: str | None, swapped: str | None) -> str:
+    """Verdicts from both orders -> the battle's verdict in the original order.
+
+    `first` judged (A=answer_a, B=answer_b); `swapped` judged (A=answer_b, B=answer_a). The judge
+    must pick the same answer both times; a disagreement (position bias) or an unreadable reply is a tie.
+    """
+    back = {"a": "b", "b": "a", "tie": "tie", None: None}[swapped]
+    if first is None or back is None or first != back:
+        return "tie"
+    return first
+
+
+def judge_battle(engine, battle_id: str, judge: str, max_new_tokens: int = 24) -> dict:
+    """Have tier `judge` judge a stored battle in both orders; store and return its vote."""
+    battle = get_battle(engine.store, battle_id)
+    params = engine.params_for(judge, temperature=0.0, max_new_tokens=max_new_tokens, seed=0)
+    replies, verdicts, notes = [], [], []
+    for first, second in ((battle["answer_a"], battle["answer_b"]), (battle["answer_b"], battle["answer_a"])):
+        text = engine.generate(judge, judge_messages(battle["prompt"], first, second), params,
+                               system=JUDGE_SYSTEM).text
+        v, note = parse_verdict(text)
+        replies.append(text)
+        verdicts.append(v)
+        if note:
+            notes.append(note)
+    winner = combine_orders(*verdicts)
+    if verdicts[0] and verdicts[1] and winner == "tie" and not (verdicts[0] == verdicts[1] == "tie"):
+        notes.append(f"orders disagree ({verdicts[0]} then {verdicts[1]} with sides swapped)")
+    note = "; ".join(notes)
+    record_vote(engine.store, battle, winner, voter="judge", judge=judge, note=note)
+    return {"battle_id": battle_id, "judge": judge, "winner": winner, "verdicts": verdicts, "replies": replies,
+            "note": note}
+
+
+def unjudged(store, judge: str, limit: int = 10) -> list[str]:
+    """Battles with a human vote that `judge` has not judged yet, newest first."""
+    _ensure(store)
+    rows = store.query(
+        "SELECT DISTINCT b.id FROM arena_battles b JOIN arena_votes h ON h.battle_id = b.id AND h.voter = 'human'"
+        " WHERE NOT EXISTS (SELECT 1 FROM arena_votes j WHERE j.battle_id = b.id AND j.voter = 'judge'"
+        " AND j.judge = ?) ORDER BY b.created DESC LIMIT ?", (judge, limit))
+    return [r["id"] for r in rows]
+
+
+# -- export / import -----------------------------------------------------------------------------
+
+def _conversation(system: str | None, prompt: str, answer: str) -> list[dict]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+
+
+def battle_record(v: dict) -> dict:
+    """A vote in the arena battles format (model_a, model_b, winner, conversation_a/_b, tstamp)."""
+    return {"model_a": v["tier_a"], "model_b": v["tier_b"], "winner": EXPORT_WINNER[v["winner"]],
+            "conversation_a": _conversation(v.get("system"), v["prompt"], v["answer_a"]),
+            "conversation_b": _conversation(v.get("system"), v["prompt"], v["answer_b"]),
+            "tstamp": v.get("voted") or v.get("created"), "voter": v.get("voter", "human"),
+            "judge": v.get("judge") or None, "battle_id": v.get("id")}
+
+
+def preference_record(v: dict) -> dict | None:
+    """A decisive vote as a conversational preference pair (TRL's prompt/chosen/rejected); else None."""
+    if v["winner"] not in ("a", "b"):
+        return None
+    good, bad = ("answer_a", "answer_b") if v["winner"] == "a" else ("answer_b", "answer_a")
+    prompt = _conversation(v.get("system"), v["prompt"], "")[:-1]
+    return {"prompt": prompt, "chosen": [{"role": "assistant", "content": v[good]}],
+            "rejected": [{"role": "assistant", "content": v[bad]}],
+            "chosen_model": v["tier_a" if good == "answer_a" else "tier_b"],
+            "rejected_model": v["tier_b" if good == "answer_a" else "tier_a"]}
+
+
+def export(rows: Iterable[dict], fmt: str, out: str | Path) -> int:
+    """Write votes as JSONL (atomically: a temp file then a rename). Returns the number of lines."""
+    if fmt not in ("battles", "preferences"):
+        raise PetError(f"format must be battles or preferences, got {fmt!r}")
+    recs = [battle_record(v) if fmt == "battles" else preference_record(v) for v in rows]
+    recs = [r for r in recs if r is not None]
+    out = Path(out)
+    if out.is_dir():
+        raise PetError(f"{out} is a folder: give a file path such as {out / ('arena_' + fmt + '.jsonl')}")
+    if not out.parent.exists():
+        raise PetError(f"folder {out.parent} does not exist: create it or choose another --out")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for r in recs:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(recs)
+
+
+def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
+    """Arena battles JSONL -> vote rows for `ratings`. Every bad line is reported at once, by number."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise PetError(f"cannot read votes file {path}: {getattr(e, 'strerror', None) or e}")
+    rows, problems = [], []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"line {no}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(rec, dict):
+            problems.append(f"line {no}: expected a JSON object, got {type(rec).__name__}")
+            continue
+        bad = [k for k in ("model_a", "model_b") if not isinstance(rec.get(k), str) or not rec.get(k).strip()]
+        if bad:
+            problems.append(f"line {no}: {' and '.join(bad)} must be a non-empty string")
+            continue
+        if rec["model_a"] == rec["model_b"]:
+            problems.append(f"line {no}: model_a and model_b are both {rec['model_a']!r}; a battle needs two models")
+            continue
+        if rec.get("winner") not in IMPORT_WINNER:
+            problems.append(f"line {no}: winner must be one of {', '.join(IMPORT_WINNER)}, got {rec.get('winner')!r}")
+            continue
+        if rec.get("voter") == "judge" and not include_judges:
+            continue
+        ts = rec.get("tstamp")
+        rows.append({"tier_a": rec["model_a"], "tier_b": rec["model_b"], "winner": IMPORT_WINNER[rec["winner"]],
+                     "voted": ts if isinstance(ts, (int, float)) else 0.0})
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise PetError(f"{path}: {len(problems)} bad line(s) (expected arena battles JSONL with model_a, model_b, "
+                       "winner):\n" + "\n".join(f"  - {p}" for p in shown))
+    return rows
+
+
+def better_example(v: dict) -> dict:
+    """The better answer of a decisive vote as a training example {"messages": [user, assistant]}."""
+    if v["winner"] not in ("a", "b"):
+        raise PetError("only a vote for A or B has a better answer to keep; this one was a tie or both bad")
+    answer = v["answer_a"] if v["winner"] == "a" else v["answer_b"]
+    if not answer.strip():
+        raise PetError("the better answer is empty; nothing to add to the training set")
+    return {"messages": [{"role": "user", "content": v["prompt"]}, {"role": "assistant", "content": answer}]}
+
+
+def send_to_training(store, battle_id: str) -> int:
+    """Add the human-preferred answer of a battle to the dataset as a new version; returns that version."""
+    try:
+        from pet.datastore import DatasetStore
+    except ImportError:
+        raise PetError("the dataset store (pet/datastore.py) is not installed in this build, "
+                       "so answers cannot be sent to the training set yet") from None
+    _ensure(store)
+    rows = [v for v in votes(store, "human") if v["id"] == battle_id]
+    if not rows:
+        raise PetError("vote on this battle first: the better answer is the one you voted for")
+    ex = better_example(rows[0])
+    winner = rows[0]["tier_a"] if rows[0]["winner"] == "a" else rows[0]["tier_b"]
+    return DatasetStore(store).add([ex], f"arena: better answer ({winner}) from battle {battle_id[:8]}")
+
+
+# -- prompt sets -----------------------------------------------------------------------------------
+
+def heldout_prompts(parts_dir: Path | None = None, store=None) -> tuple[list[str], str]:
+    """The held-out examples' requests, and where they came from.
+
+    Prefers the dataset store's current version, then data/pet_examples.jsonl, then data/parts/*.jsonl.
+    """
+    from pet import dataset
+
+    examples, source = None, ""
+    if store is not None:
+        try:
+            from pet.datastore import DatasetStore
+
+            examples = DatasetStore(store).current()
+            source = "the dataset's current version"
+        except Exception:  # the store module may be absent or empty: fall back to the shipped files
+            examples = None
+    if not examples:
+        if dataset.SHIPPED.exists():
+            examples, source = dataset.read_jsonl(dataset.SHIPPED), str(dataset.SHIPPED.name)
+        else:
+            parts = sorted((parts_dir or dataset.SHIPPED.parent / "parts").glob("*.jsonl"))
+            examples = []
+            for p in parts:
+                try:
+                    examples += dataset.read_jsonl(p)
+                except (OSError, ValueError):
+                    continue
+            source = "data/parts/*.jsonl"
+    _, held = dataset.split([e for e in examples if isinstance(e, dict)])
+    prompts = list(dict.fromkeys(p for p in (dataset.first_user(e).strip() for e in held) if p))
+    return prompts, source
+
+
+def parse_prompt_list(text: str) -> list[str]:
+    """A user's prompt set: one prompt per line; blank lines and duplicates dropped."""
+    return list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
