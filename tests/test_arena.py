@@ -1,0 +1,392 @@
+"""Arena: Bradley-Terry ratings against a direct likelihood fit, intervals, ties, ridge, fair sides,
+the judge's two-order logic, storage and export formats."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pet import PetError, arena
+from pet.store import Store
+
+TRUE = {"t0": 1000.0, "t1": 1150.0, "t2": 900.0, "t3": 1300.0}
+
+
+def synthetic(n: int, seed: int, tie_rate: float = 0.0) -> list[dict]:
+    """Battles drawn from a Bradley-Terry model with the TRUE ratings (random pairs and sides)."""
+    rng = np.random.default_rng(seed)
+    names = list(TRUE)
+    r = np.array([TRUE[k] for k in names])
+    i = rng.integers(0, len(names), n)
+    j = (i + rng.integers(1, len(names), n)) % len(names)
+    p = 1 / (1 + 10 ** ((r[j] - r[i]) / 400))
+    u = rng.random(n)
+    tie = rng.random(n) < tie_rate
+    win = np.where(tie, "tie", np.where(u < p, "a", "b"))
+    return [{"tier_a": names[a], "tier_b": names[b], "winner": w, "voted": float(k)}
+            for k, (a, b, w) in enumerate(zip(i, j, win))]
+
+
+def direct_mle(rows: list[dict], ridge: float, iters: int = 4000) -> dict[str, float]:
+    """Reference: gradient ascent on the per-vote penalised log-likelihood (no aggregation, no Newton)."""
+    names = sorted({r["tier_a"] for r in rows} | {r["tier_b"] for r in rows})
+    ix = {n: k for k, n in enumerate(names)}
+    a = np.array([ix[r["tier_a"]] for r in rows])
+    b = np.array([ix[r["tier_b"]] for r in rows])
+    s = np.array([{"a": 1.0, "b": 0.0, "tie": 0.5, "bothbad": 0.5}[r["winner"]] for r in rows])
+    theta = np.zeros(len(names))
+    n = len(rows)
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(theta[a] - theta[b])))
+        g = np.zeros(len(names))
+        np.add.at(g, a, s - p)
+        np.add.at(g, b, p - s)
+        g -= ridge * theta
+        theta += 4.0 * g / n  # the mean log-likelihood's curvature is at most 1/4 per game and tier
+    grad_norm = np.abs(g).max()
+    assert grad_norm < 1e-6 * n, grad_norm  # the reference itself converged
+    return {k: 1000 + 400 / math.log(10) * theta[ix[k]] for k in names}
+
+
+def by_tier(res: dict) -> dict[str, dict]:
+    return {r["tier"]: r for r in res["table"]}
+
+
+def test_ratings_match_direct_likelihood_and_true_strengths():
+    rows = synthetic(20000, seed=7)
+    res = arena.ratings(rows, rounds=200, seed=1)
+    got = by_tier(res)
+    ref = direct_mle(rows, arena.RIDGE)
+    for k in TRUE:
+        assert abs(got[k]["rating"] - ref[k]) <= 1.0, (k, got[k]["rating"], ref[k])
+    # Rating differences recover 400*log10 of the true strength ratios.
+    for k in TRUE:
+        assert abs((got[k]["rating"] - got["t0"]["rating"]) - (TRUE[k] - TRUE["t0"])) < 25, k
+    assert [r["tier"] for r in res["table"]] == ["t3", "t1", "t0", "t2"]
+    assert sum(r["rating"] for r in res["table"]) == pytest.approx(4000, abs=0.3)  # centred at 1000
+    assert [r["rank"] for r in res["table"]] == [1, 2, 3, 4]
+    assert sum(r["battles"] for r in res["table"]) == 2 * 20000
+
+
+def test_ratings_with_ties_match_direct_likelihood():
+    rows = synthetic(6000, seed=3, tie_rate=0.2)
+    got = by_tier(arena.ratings(rows, rounds=0))
+    ref = direct_mle(rows, arena.RIDGE)
+    for k in TRUE:
+        assert abs(got[k]["rating"] - ref[k]) <= 1.0
+
+
+def test_intervals_narrow_as_votes_grow():
+    widths = []
+    for n in (300, 3000, 30000):
+        res = by_tier(arena.ratings(synthetic(n, seed=11), rounds=500, seed=2))
+        widths.append(np.mean([r["ci_high"] - r["ci_low"] for r in res.values()]))
+        for r in res.values():
+            assert r["ci_low"] < r["rating"] < r["ci_high"]
+    # 10x the votes: about sqrt(10) ~ 3.2x narrower.
+    assert 2.2 < widths[0] / widths[1] < 4.5, widths
+    assert 2.2 < widths[1] / widths[2] < 4.5, widths
+
+
+def test_ties_count_as_half_a_win_each_way():
+    two_wins_two_ties = [{"tier_a": "x", "tier_b": "y", "winner": w} for w in ("a", "a", "tie", "bothbad")]
+    three_one = [{"tier_a": "x", "tier_b": "y", "winner": w} for w in ("a", "a", "a", "b")]
+    r1 = by_tier(arena.ratings(two_wins_two_ties, rounds=0))
+    r2 = by_tier(arena.ratings(three_one, rounds=0))
+    assert r1["x"]["rating"] == r2["x"]["rating"] and r1["y"]["rating"] == r2["y"]["rating"]
+    assert r1["x"]["ties"] == 2 and r1["x"]["wins"] == 2 and r1["y"]["losses"] == 2
+    even = by_tier(arena.ratings([{"tier_a": "x", "tier_b": "y", "winner": w} for w in ("tie", "tie", "a", "b")],
+                                 rounds=0))
+    assert even["x"]["rating"] == even["y"]["rating"] == 1000.0
+
+
+def test_ridge_makes_three_one_sided_votes_converge():
+    rows = [{"tier_a": "x", "tier_b": "y", "winner": "a"}] * 3
+    b = arena.Battles.from_votes(rows)
+    theta = arena.bradley_terry(b)
+    assert np.all(np.isfinite(theta))
+    t = theta[0]
+    assert theta[1] == pytest.approx(-t)
+    # Stationary point of 3*log(sigmoid(2t)) - ridge*t^2: 3*(1 - sigmoid(2t)) = ridge*t.
+    assert 3 * (1 - 1 / (1 + math.exp(-2 * t))) == pytest.approx(arena.RIDGE * t, abs=1e-9)
+    res = by_tier(arena.ratings(rows, rounds=100))
+    assert res["x"]["rating"] > 1200 and res["y"]["rating"] < 800
+
+
+def chi2_sf(x: float, k: int) -> float:
+    """Survival function of the chi-square distribution (series for the regularised lower gamma)."""
+    a, z = k / 2, x / 2
+    term = total = 1 / a
+    n = 1
+    while term > 1e-15 * total:
+        term *= z / (a + n)
+        total += term
+        n += 1
+    return 1 - math.exp(a * math.log(z) - z - math.lgamma(a)) * total
+
+
+def test_chi2_sf_matches_closed_form_for_even_dof():
+    x = 7.3  # k = 4: sf = exp(-x/2) * (1 + x/2)
+    assert chi2_sf(x, 4) == pytest.approx(math.exp(-x / 2) * (1 + x / 2), rel=1e-9)
+
+
+def test_side_randomisation_is_fair():
+    tiers = ["light", "enhanced", "power"]
+    rng = random.Random(20240611)
+    n = 6000
+    draws = Counter(arena.draw_pair(tiers, rng) for _ in range(n))
+    cells = [(a, b) for a in tiers for b in tiers if a != b]
+    assert set(draws) == set(cells)  # never a tier against itself
+    expected = n / len(cells)
+    stat = sum((draws[c] - expected) ** 2 / expected for c in cells)
+    assert chi2_sf(stat, len(cells) - 1) > 0.001, (stat, draws)
+    left = Counter(a for (a, _), k in draws.items() for _ in range(k))
+    sigma = math.sqrt(n * (1 / 3) * (2 / 3))
+    for t in tiers:
+        assert abs(left[t] - n / 3) < 4 * sigma, left
+    for a, b in cells:  # each tier of a pair is on the left about half the time
+        both = draws[(a, b)] + draws[(b, a)]
+        assert abs(draws[(a, b)] - both / 2) < 4 * math.sqrt(both / 4)
+
+
+def test_draw_pair_needs_two_tiers():
+    with pytest.raises(PetError, match="only 'light' is available"):
+        arena.draw_pair(["light"])
+    with pytest.raises(PetError, match="no tier is available"):
+        arena.draw_pair([])
+
+
+def test_position_bias_and_next_pair():
+    rows = ([{"tier_a": "x", "tier_b": "y", "winner": "a"}] * 30 + [{"tier_a": "y", "tier_b": "x", "winner": "b"}] * 10
+            + [{"tier_a": "y", "tier_b": "x", "winner": "a"}] * 10 + [{"tier_a": "x", "tier_b": "y", "winner": "tie"}] * 5)
+    res = arena.ratings(rows, rounds=200)
+    pb = res["position_bias"]
+    assert (pb["left_wins"], pb["decisive"], pb["rate"]) == (40, 50, 0.8)
+    lo, hi = arena.wilson(40, 50)
+    assert (pb["ci_low"], pb["ci_high"]) == (round(lo, 4), round(hi, 4)) and lo < 0.8 < hi and lo > 0.6
+    # A pair that never met is the most useful next battle.
+    assert res["next_pair"]["tier_a"] in ("x", "z") and arena.ratings(rows, rounds=50, tiers=["x", "y", "z"])[
+        "next_pair"] == {"tier_a": "x", "tier_b": "z", "p_a_above": None, "battles": 0}
+    wr = res["winrate"]
+    assert wr["tiers"] == ["x", "y"] and wr["matrix"][0][0] is None
+    assert wr["matrix"][0][1] == pytest.approx((30 + 10 + 2.5) / 55, abs=1e-4)
+    assert wr["games"][0][1] == 55
+
+
+def test_next_pair_is_the_least_certain_ordering():
+    rows = ([{"tier_a": "a", "tier_b": "b", "winner": "a"}] * 40 + [{"tier_a": "a", "tier_b": "b", "winner": "b"}] * 5
+            + [{"tier_a": "b", "tier_b": "c", "winner": "a"}] * 11 + [{"tier_a": "b", "tier_b": "c", "winner": "b"}] * 9
+            + [{"tier_a": "a", "tier_b": "c", "winner": "a"}] * 40 + [{"tier_a": "a", "tier_b": "c", "winner": "b"}] * 4)
+    nxt = arena.ratings(rows, rounds=300)["next_pair"]
+    assert (nxt["tier_a"], nxt["tier_b"]) == ("b", "c") and 0.3 < nxt["p_a_above"] < 0.95
+
+
+def test_rank_from_interval_overlap():
+    rows = synthetic(400, seed=5)
+    res = arena.ratings(rows, rounds=300)
+    for row in res["table"]:
+        above = [o for o in res["table"] if o["ci_low"] > row["ci_high"]]
+        assert row["rank"] == 1 + len(above)
+    assert res["table"][0]["rank"] == 1
+
+
+def test_online_elo_depends_on_order_but_bt_does_not():
+    rows = [{"tier_a": "x", "tier_b": "y", "winner": "a", "voted": k} for k in range(20)] + \
+           [{"tier_a": "x", "tier_b": "y", "winner": "b", "voted": 20 + k} for k in range(20)]
+    rev = [dict(r, voted=40 - r["voted"]) for r in rows]
+    r1, r2 = arena.ratings(rows, rounds=0), arena.ratings(rev, rounds=0)
+    assert r1["table"] == r2["table"]
+    assert r1["elo"]["x"] < 1000 < r2["elo"]["x"]
+
+
+# -- judge -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,want", [
+    ("A", "a"), ("b.", "b"), (" **B** ", "b"), ("Tie", "tie"), ("[[A]]", "a"), ("[[C]]", "tie"),
+    ("Verdict: B", "b"), ("The better answer is A because it adds a role.", "a"),
+    ("Answer B is better", "b"), ("A. It has a clear format.", "a"), ("Both are equally good.", "tie"),
+    ("It's a tie", "tie"),
+])
+def test_parse_verdict(text, want):
+    assert arena.parse_verdict(text) == (want, "")
+
+
+@pytest.mark.parametrize("text", ["", "I like turtles", "As an AI..."])
+def test_parse_verdict_unreadable(text):
+    v, note = arena.parse_verdict(text)
+    assert v is None and note
+
+
+def test_combine_orders():
+    # second verdict is given with the answers swapped
+    assert arena.combine_orders("a", "b") == "a"
+    assert arena.combine_orders("b", "a") == "b"
+    assert arena.combine_orders("a", "a") == "tie"  # judge always picks the first position: disagreement
+    assert arena.combine_orders("tie", "tie") == "tie"
+    assert arena.combine_orders("a", "tie") == "tie"
+    assert arena.combine_orders(None, "b") == "tie"
+
+
+class FakeEngine:
+    """Just enough engine for the judge: a real store and scripted judge replies."""
+
+    def __init__(self, store, replies):
+        self.store = store
+        self.replies = list(replies)
+        self.seen = []
+
+    def params_for(self, tier, **kw):
+        return kw
+
+    def generate(self, tier, messages, params, system=None):
+        self.seen.append((tier, messages[0]["content"], system, params))
+
+        class A:
+            text = self.replies.pop(0)
+        return A()
+
+
+def battle(bid="b1", tier_a="light", tier_b="enhanced", **kw) -> dict:
+    return {"id": bid, "tier_a": tier_a, "tier_b": tier_b, "prompt": "write a poem", "system": None,
+            "params": {"temperature": 0.3, "seed": 4}, "seed": 4, "answer_a": "ANSWER-LEFT", "answer_b": "ANSWER-RIGHT",
+            "ident_a": {"tier": tier_a, "model": "pkg:x"}, "ident_b": {"tier": tier_b, "model": "pkg:y"},
+            "stats_a": {"tokens": 5, "ttft_s": 0.1, "tok_s": 50.0}, "stats_b": {"tokens": 7, "ttft_s": 0.2, "tok_s": 40.0},
+            **kw}
+
+
+def test_judge_battle_both_orders_and_agreement(tmp_path):
+    store = Store(tmp_path / "pet.db")
+    arena.record_vote(store, battle("b1"), "a", session="s1")
+    arena.record_vote(store, battle("b2"), "b", session="s1")
+    arena.record_vote(store, battle("b3"), "tie", session="s1")
+    eng = FakeEngine(store, ["A", "B",            # b1: picks left, then (swapped) right = same answer -> a
+                             "A", "A",            # b2: always the first position -> tie
+                             "blah", "[[A]]"])    # b3: unreadable first -> tie with a note
+    r1 = arena.judge_battle(eng, "b1", "power")
+    assert r1["winner"] == "a" and r1["verdicts"] == ["a", "b"]
+    # the second call showed the answers swapped
+    assert eng.seen[0][1].index("ANSWER-LEFT") < eng.seen[0][1].index("ANSWER-RIGHT")
+    assert eng.seen[1][1].index("ANSWER-RIGHT") < eng.seen[1][1].index("ANSWER-LEFT")
+    assert eng.seen[0][2] == arena.JUDGE_SYSTEM and eng.seen[0][3]["temperature"] == 0.0
+    r2 = arena.judge_battle(eng, "b2", "power")
+    assert r2["winner"] == "tie" and "orders disagree" in r2["note"]
+    r3 = arena.judge_battle(eng, "b3", "power")
+    assert r3["winner"] == "tie" and "unparseable" in r3["note"]
+    judged = arena.votes(store, "judge")
+    assert [(v["id"], v["winner"], v["judge"]) for v in judged] == [("b1", "a", "power"), ("b2", "tie", "power"),
+                                                                     ("b3", "tie", "power")]
+    assert len(arena.votes(store, "human")) == 3
+    agree = arena.judge_agreement(arena.votes(store))
+    assert agree == [{"judge": "power", "votes": 3, "shared": 3, "agree": 2, "agreement": round(2 / 3, 4)}]
+    assert arena.unjudged(store, "power") == [] and set(arena.unjudged(store, "light")) == {"b1", "b2", "b3"}
+
+
+# -- storage and export ------------------------------------------------------------------------------
+
+def test_vote_records_everything_and_is_changeable(tmp_path):
+    store = Store(tmp_path / "pet.db")
+    b = battle("b1")
+    arena.record_vote(store, b, "a", session="sess-1")
+    arena.record_vote(store, b, "bothbad", session="sess-1")
+    rows = arena.votes(store)
+    assert len(rows) == 1
+    v = rows[0]
+    assert (v["winner"], v["voter"], v["judge"], v["voter_session"]) == ("bothbad", "human", "", "sess-1")
+    assert (v["tier_a"], v["tier_b"], v["prompt"], v["answer_a"], v["answer_b"]) == (
+        "light", "enhanced", "write a poem", "ANSWER-LEFT", "ANSWER-RIGHT")
+    assert v["params"] == {"temperature": 0.3, "seed": 4} and v["seed"] == 4
+    assert v["ident_a"]["model"] == "pkg:x" and v["stats_b"]["tok_s"] == 40.0 and v["voted"] > 0
+    with pytest.raises(PetError, match="winner must be one of"):
+        arena.record_vote(store, b, "left")
+
+
+def test_export_battles_round_trip_and_preferences(tmp_path):
+    store = Store(tmp_path / "pet.db")
+    for k, w in enumerate(["a", "b", "tie", "bothbad", "a"]):
+        arena.record_vote(store, battle(f"b{k}", system="be brief" if k == 0 else None), w)
+    rows = arena.votes(store)
+    out = tmp_path / "battles.jsonl"
+    assert arena.export(rows, "battles", out) == 5
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["winner"] for r in recs] == ["model_a", "model_b", "tie", "tie (bothbad)", "model_a"]
+    assert recs[0]["conversation_a"] == [{"role": "system", "content": "be brief"},
+                                         {"role": "user", "content": "write a poem"},
+                                         {"role": "assistant", "content": "ANSWER-LEFT"}]
+    assert recs[1]["conversation_b"][-1] == {"role": "assistant", "content": "ANSWER-RIGHT"}
+    assert all(r["model_a"] == "light" and r["model_b"] == "enhanced" and r["tstamp"] > 0 for r in recs)
+    back = arena.read_battles(out)
+    assert [(r["tier_a"], r["tier_b"], r["winner"]) for r in back] == [
+        (v["tier_a"], v["tier_b"], v["winner"]) for v in rows]
+    assert arena.ratings(back, rounds=100)["table"] == arena.ratings(rows, rounds=100)["table"]
+
+    prefs = tmp_path / "prefs.jsonl"
+    assert arena.export(rows, "preferences", prefs) == 3  # ties and both-bad carry no preference
+    p = [json.loads(line) for line in prefs.read_text().splitlines()]
+    assert p[0]["prompt"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "write a poem"}]
+    assert p[0]["chosen"] == [{"role": "assistant", "content": "ANSWER-LEFT"}]
+    assert p[1]["chosen"] == [{"role": "assistant", "content": "ANSWER-RIGHT"}]
+    assert p[1]["rejected"] == [{"role": "assistant", "content": "ANSWER-LEFT"}]
+    assert (p[1]["chosen_model"], p[1]["rejected_model"]) == ("enhanced", "light")
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_read_battles_names_every_bad_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join([
+        json.dumps({"model_a": "x", "model_b": "y", "winner": "model_a"}),
+        "{not json",
+        json.dumps({"model_a": "x", "model_b": "y", "winner": "left"}),
+        json.dumps({"model_a": "x", "winner": "tie"}),
+        json.dumps({"model_a": "x", "model_b": "x", "winner": "tie"}),
+        json.dumps([1, 2]),
+    ]) + "\n")
+    with pytest.raises(PetError) as e:
+        arena.read_battles(f)
+    msg = str(e.value)
+    assert "5 bad line(s)" in msg
+    assert "line 2: not valid JSON" in msg
+    assert "line 3: winner must be one of model_a, model_b, tie, tie (bothbad), got 'left'" in msg
+    assert "line 4: model_b must be a non-empty string" in msg
+    assert "line 5: model_a and model_b are both 'x'" in msg
+    assert "line 6: expected a JSON object, got list" in msg
+    assert "line 1" not in msg
+
+
+def test_judge_rows_in_a_file_are_skipped_unless_asked(tmp_path):
+    f = tmp_path / "v.jsonl"
+    f.write_text(json.dumps({"model_a": "x", "model_b": "y", "winner": "model_a"}) + "\n"
+                 + json.dumps({"model_a": "x", "model_b": "y", "winner": "model_b", "voter": "judge"}) + "\n")
+    assert len(arena.read_battles(f)) == 1 and len(arena.read_battles(f, include_judges=True)) == 2
+
+
+def test_better_example_and_prompt_list():
+    v = dict(battle(), winner="b")
+    assert arena.better_example(v) == {"messages": [{"role": "user", "content": "write a poem"},
+                                                    {"role": "assistant", "content": "ANSWER-RIGHT"}]}
+    with pytest.raises(PetError, match="tie or both bad"):
+        arena.better_example(dict(v, winner="tie"))
+    assert arena.parse_prompt_list(" one \n\ntwo\none\n") == ["one", "two"]
+
+
+def test_heldout_prompts_come_from_the_examples(tmp_path, monkeypatch):
+    from pet import dataset
+
+    exs = [{"messages": [{"role": "user", "content": f"request number {k}"},
+                         {"role": "assistant", "content": "better"}]} for k in range(60)]
+    held = [dataset.first_user(e) for e in exs if dataset.is_heldout(e)]
+    assert 0 < len(held) < 60
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "p1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[:30]))
+    (parts / "p2.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[30:]))
+    monkeypatch.setattr(dataset, "SHIPPED", tmp_path / "missing.jsonl")
+    assert arena.heldout_prompts(parts) == (held, "data/parts/*.jsonl")
+    shipped = tmp_path / "pet_examples.jsonl"
+    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
+    monkeypatch.setattr(dataset, "SHIPPED", shipped)
+    assert arena.heldout_prompts(parts) == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
