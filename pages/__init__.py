@@ -16,6 +16,8 @@ from pet.engine import Engine
 # (module, tab label), in the order the tabs appear.
 TABS = (
     ("chat", "Chat"),
+    ("compare", "Compare"),
+    ("arena", "Arena"),
 )
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "pet.css"

@@ -1,0 +1,279 @@
+"""Arena tab: blind A/B battles between two random tiers, votes, and the leaderboard.
+
+The pending battle lives in gr.State as plain data (one per browser session). Both answers stream
+one after another (Model A, then Model B) so neither slows the other down; the speed stats stay
+hidden until the vote, since a tier's speed would give its name away.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+import time
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from pet import PetError, arena, compare
+
+VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
+VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad"}
+SETS = ("Held-out examples", "My list (one per line)", "Type my own")
+_rng = random.Random()  # one per process: draws must not repeat across sessions
+
+
+def _buttons(enabled: bool) -> list:
+    return [gr.Button(interactive=enabled) for _ in VOTES]
+
+
+def _column(text: str, error: str, done: bool) -> str:
+    if error:
+        return f"⚠️ **This model could not answer:** {html.escape(error)}"
+    return text or ("…" if not done else "*(empty answer)*")
+
+
+def reveal_text(b: dict) -> str:
+    def line(side: str) -> str:
+        s = b.get(f"stats_{side}") or {}
+        tier = b[f"tier_{side}"]
+        return (f"**Model {side.upper()}** was **{html.escape(tier)}** "
+                f"({html.escape(b[f'ident_{side}'].get('model', ''))}) · TTFT {s.get('ttft_s', 0):.2f} s · "
+                f"{s.get('tok_s', 0):.1f} tok/s · {s.get('tokens', 0)} tokens")
+    return (f"Your vote: **{VOTE_TEXT[b['voted']]}** (you can change it until the next battle)\n\n"
+            f"{line('a')}  \n{line('b')}")
+
+
+def leaderboard(engine, voter: str) -> dict:
+    avail = [r["name"] for r in engine.tier_status(probe=False) if r["available"]]
+    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail)
+
+
+def table_rows(res: dict) -> list[list]:
+    return [[r["rank"], r["tier"], r["rating"], f"{r['ci_low']:.0f} – {r['ci_high']:.0f}", r["battles"],
+             r["wins"], r["losses"], r["ties"], res["elo"].get(r["tier"])] for r in res["table"]]
+
+
+HEADERS = ["rank", "tier", "rating", "95% interval", "battles", "wins", "losses", "ties", "online Elo (order-dependent)"]
+
+
+def heatmap(res: dict) -> go.Figure:
+    wr = res["winrate"]
+    z = [[None if v is None else round(100 * v, 1) for v in row] for row in wr["matrix"]]
+    text = [[("" if v is None else f"{v:.0f}%<br>{g} games") for v, g in zip(zrow, grow)]
+            for zrow, grow in zip(z, wr["games"])]
+    fig = go.Figure(go.Heatmap(z=z, x=wr["tiers"], y=wr["tiers"], text=text, texttemplate="%{text}",
+                               colorscale="RdBu", zmin=0, zmax=100, colorbar={"title": "row wins %"}))
+    fig.update_layout(title="Win rate of the row tier against the column tier (ties = half)", height=360,
+                      xaxis_title="opponent", yaxis_title="tier", yaxis_autorange="reversed",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
+def ratings_chart(res: dict) -> go.Figure:
+    t = res["table"]
+    fig = go.Figure(go.Scatter(
+        x=[r["tier"] for r in t], y=[r["rating"] for r in t], mode="markers",
+        marker={"size": 10},
+        error_y={"type": "data", "symmetric": False, "array": [r["ci_high"] - r["rating"] for r in t],
+                 "arrayminus": [r["rating"] - r["ci_low"] for r in t]}))
+    fig.update_layout(title="Bradley-Terry rating with 95% bootstrap interval", height=360,
+                      yaxis_title="rating (1000 = average)", margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
+def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
+    lines = []
+    pb = human["position_bias"]
+    if pb["decisive"]:
+        lines.append(f"**Position bias:** the left answer (Model A) won {pb['rate']:.0%} of {pb['decisive']} decisive "
+                     f"human votes (95% interval {pb['ci_low']:.0%} – {pb['ci_high']:.0%}; 50% = no bias).")
+    nxt = human["next_pair"]
+    if nxt:
+        why = ("they have never met" if nxt["p_a_above"] is None
+               else f"their order is the least certain: P({nxt['tier_a']} above) = {nxt['p_a_above']:.0%}")
+        lines.append(f"**Most useful next battle:** {html.escape(nxt['tier_a'])} vs {html.escape(nxt['tier_b'])} ({why}).")
+    lines.append(f"**Human votes:** {human['votes']} · **auto-judge votes:** {judge['votes']} (rated separately below).")
+    for a in agreement:
+        rate = "no shared battles yet" if a["agreement"] is None else \
+            f"agrees with humans on {a['agree']} of {a['shared']} shared battles ({a['agreement']:.0%})"
+        lines.append(f"**Judge {html.escape(a['judge'])}:** {a['votes']} votes; {rate}.")
+    return "\n\n".join(lines)
+
+
+def build(engine) -> dict:
+    state = gr.State({})  # the pending battle: plain data
+    with gr.Row():
+        source = gr.Radio(list(SETS), value=SETS[0], label="Prompt set", elem_id="arena-set", scale=2)
+        with gr.Column(scale=3):
+            plist = gr.Textbox(label="My prompts, one per line", lines=3, visible=False, elem_id="arena-list")
+            prompt = gr.Textbox(label="Prompt of this battle", lines=2, elem_id="arena-prompt",
+                                placeholder="New battle picks one from the prompt set (or type your own)")
+    with gr.Accordion("Generation settings (shared by both models)", open=False):
+        with gr.Row():
+            temperature = gr.Slider(0, 2, 0.3, step=0.05, label="Temperature", elem_id="arena-temperature")
+            max_new = gr.Slider(16, 2048, 256, step=16, label="Max new tokens", elem_id="arena-max-new")
+            seed = gr.Number(None, precision=0, label="Seed", info="blank = a new random seed each battle",
+                             elem_id="arena-seed")
+    new = gr.Button("⚔️ New battle", variant="primary", elem_id="arena-new")
+    info = gr.Markdown("", elem_id="arena-info")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            gr.Markdown("### Model A")
+            ans_a = gr.Markdown("", elem_id="arena-answer-a", sanitize_html=True)
+        with gr.Column():
+            gr.Markdown("### Model B")
+            ans_b = gr.Markdown("", elem_id="arena-answer-b", sanitize_html=True)
+    with gr.Row():
+        buttons = [gr.Button(label, interactive=False, elem_id=f"arena-vote-{key}") for key, label in VOTES]
+    reveal = gr.Markdown("", elem_id="arena-reveal")
+    to_train = gr.Button("➕ Send the better answer to the training set", interactive=False, elem_id="arena-train")
+
+    with gr.Accordion("Leaderboard", open=True):
+        refresh = gr.Button("Refresh leaderboard", elem_id="arena-refresh")
+        board_md = gr.Markdown("", elem_id="arena-summary")
+        gr.Markdown("**Human votes**")
+        board = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="arena-table")
+        with gr.Row():
+            heat = gr.Plot(label="Win rates", elem_id="arena-heatmap")
+            chart = gr.Plot(label="Ratings", elem_id="arena-chart")
+        gr.Markdown("**Auto-judge votes** (kept apart from human votes)")
+        judge_board = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="arena-judge-table")
+        with gr.Row():
+            judge_tier = gr.Dropdown(engine.tiers.names(), value=engine.tiers.names()[0], label="Judge tier",
+                                     elem_id="arena-judge-tier", scale=2)
+            judge_n = gr.Slider(1, 50, 5, step=1, label="Battles to judge", scale=2)
+            judge_btn = gr.Button("Judge human-voted battles (both orders)", elem_id="arena-judge", scale=2)
+        judge_md = gr.Markdown("", elem_id="arena-judge-log")
+    with gr.Accordion("Export votes", open=False):
+        with gr.Row():
+            fmt = gr.Radio(["battles", "preferences"], value="battles", label="Format",
+                           info="battles: model_a/model_b/winner/conversations; preferences: prompt/chosen/rejected (DPO)")
+            with_judges = gr.Checkbox(False, label="Include auto-judge votes")
+            export_btn = gr.Button("Export JSONL", elem_id="arena-export")
+        export_file = gr.File(label="Download", elem_id="arena-export-file", interactive=False)
+
+    source.change(lambda s: gr.Textbox(visible=s == SETS[1]), source, plist, api_name=False)
+
+    def pick_prompt(kind: str, text: str, typed: str) -> str:
+        if kind == SETS[2]:
+            if not (typed or "").strip():
+                raise PetError("type a prompt first, or choose a prompt set")
+            return typed.strip()
+        if kind == SETS[1]:
+            prompts = arena.parse_prompt_list(text)
+            if not prompts:
+                raise PetError("your list is empty: paste prompts, one per line")
+        else:
+            prompts, _ = arena.heldout_prompts(store=engine.store)
+            if not prompts:
+                raise PetError("no held-out examples found: paste your own prompts, or type one")
+        return _rng.choice(prompts)
+
+    def new_battle(kind, text, typed, temp, mx, sd, request: gr.Request):
+        idle = ["", "", "", *_buttons(False), gr.Button(interactive=False)]
+        avail = [r["name"] for r in engine.tier_status() if r["available"]]
+        try:
+            p = pick_prompt(kind, text, typed)
+            left, right = arena.draw_pair(avail, _rng)
+        except PetError as e:
+            gr.Warning(str(e))
+            yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]
+            return
+        settings = {"temperature": float(temp), "max_new_tokens": int(mx),
+                    "seed": int(sd) if sd not in (None, "") else _rng.randrange(2**31)}
+        b = {"id": arena.new_battle_id(), "tier_a": left, "tier_b": right, "prompt": p, "system": None,
+             "params": settings, "seed": settings["seed"], "session": getattr(request, "session_hash", None),
+             "done": False, "voted": None}
+        yield [b, p, "Both models are answering…", "…", "…", *_buttons(False), gr.Button(interactive=False)]
+        cols: list[dict] = []
+        try:
+            for cols in compare.stream_columns(engine, [left, right], p, None, settings):
+                ca, cb = cols
+                yield [b, gr.Textbox(), gr.Markdown(), _column(ca["text"], ca["error"], ca["done"]),
+                       _column(cb["text"], cb["error"], cb["done"]), *_buttons(False), gr.Button()]
+        except PetError as e:
+            raise gr.Error(str(e))
+        ca, cb = cols
+        for side, c in (("a", ca), ("b", cb)):
+            b[f"answer_{side}"] = c["text"]
+            b[f"stats_{side}"] = c["stats"] or {}
+            b[f"ident_{side}"] = c["ident"]
+        b["created"] = time.time()
+        if ca["error"] or cb["error"]:
+            yield [b, gr.Textbox(), "⚠️ One model failed, so this battle cannot be judged: start a new battle.",
+                   gr.Markdown(), gr.Markdown(), *_buttons(False), gr.Button()]
+            return
+        b["done"] = True
+        yield [b, gr.Textbox(), "Both answers are complete: which one is the better prompt?", gr.Markdown(),
+               gr.Markdown(), *_buttons(True), gr.Button()]
+
+    def vote(winner: str):
+        def cast(b, request: gr.Request):
+            if not b or not b.get("done"):
+                raise gr.Error("Start a battle and wait for both answers before voting.")
+            session = getattr(request, "session_hash", None) or b.get("session")
+            try:
+                arena.record_vote(engine.store, b, winner, session=session)
+            except PetError as e:
+                raise gr.Error(str(e))
+            b = dict(b, voted=winner)
+            return b, reveal_text(b), gr.Button(interactive=winner in ("a", "b"))
+        return cast
+
+    def send_better(b):
+        if not b or not b.get("voted"):
+            raise gr.Error("Vote first: the better answer is the one you chose.")
+        try:
+            version = arena.send_to_training(engine.store, b["id"])
+        except PetError as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Added to the training set as dataset version {version}.")
+        return gr.Button(interactive=False)
+
+    def refresh_board():
+        human, judge = leaderboard(engine, "human"), leaderboard(engine, "judge")
+        agreement = arena.judge_agreement(arena.votes(engine.store))
+        return (summary(human, judge, agreement), table_rows(human), heatmap(human), ratings_chart(human),
+                table_rows(judge))
+
+    def run_judge(tier, n):
+        ids = arena.unjudged(engine.store, tier, int(n))
+        if not ids:
+            yield f"No human-voted battle is waiting for judge **{html.escape(tier)}**."
+            return
+        log = []
+        for k, bid in enumerate(ids, 1):
+            try:
+                r = arena.judge_battle(engine, bid, tier)
+                log.append(f"{k}. battle `{bid[:8]}`: **{VOTE_TEXT[r['winner']]}**"
+                           + (f" ({html.escape(r['note'])})" if r["note"] else ""))
+            except PetError as e:
+                log.append(f"{k}. battle `{bid[:8]}`: ⚠️ {html.escape(str(e))}")
+                yield "\n".join(log)
+                return
+            yield "\n".join(log)
+
+    def do_export(kind, judges):
+        rows = arena.votes(engine.store, None if judges else "human")
+        if not rows:
+            raise gr.Error("No votes to export yet.")
+        out = engine.settings.path("exports") / f"arena_{kind}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        try:
+            n = arena.export(rows, kind, out)
+        except PetError as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Exported {n} line(s).")
+        return str(out)
+
+    new.click(new_battle, [source, plist, prompt, temperature, max_new, seed],
+              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle")
+    new.click(lambda: "", None, reveal, api_name=False, show_progress="hidden")
+    for (key, _), btn in zip(VOTES, buttons):
+        btn.click(vote(key), state, [state, reveal, to_train], api_name=False)
+    to_train.click(send_better, state, to_train, api_name=False)
+    board_outs = [board_md, board, heat, chart, judge_board]
+    refresh.click(refresh_board, None, board_outs, api_name="arena_leaderboard")
+    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
+        refresh_board, None, board_outs, api_name=False)
+    export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
+    return {"new": new, "buttons": buttons, "state": state, "refresh": refresh}

@@ -1,0 +1,116 @@
+"""Compare tab: one prompt on several tiers, answers side by side with their timing; saved and reopenable.
+
+The tiers stream one after another into their own columns (see pet/compare.py for why not threads):
+the callback is a generator that yields every column on each chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import gradio as gr
+
+from pet import PetError, compare
+
+
+def stats_line(col: dict) -> str:
+    s = col.get("stats")
+    if col.get("error") or not s:
+        return ""
+    return f"TTFT {s['ttft_s']:.2f} s · {s['tok_s']:.1f} tok/s · {s['tokens']} tokens"
+
+
+def answer_text(col: dict) -> str:
+    if col.get("error"):
+        return f"⚠️ **{col['tier']} could not answer:** {col['error']}"
+    return col.get("text") or ("…" if not col.get("done") else "*(empty answer)*")
+
+
+def saved_choices(store) -> list[tuple[str, str]]:
+    out = []
+    for s in compare.saved(store):
+        when = dt.datetime.fromtimestamp(s["created"]).strftime("%Y-%m-%d %H:%M")
+        prompt = " ".join(s["prompt"].split())
+        out.append((f"{when} · {', '.join(s['tiers'])} · {prompt[:60]}", s["id"]))
+    return out
+
+
+def build(engine) -> dict:
+    names = engine.tiers.names()
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
+                                placeholder="e.g. help me write a cover letter for a data analyst job")
+            system = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="compare-system",
+                                placeholder="blank = each tier's own system prompt")
+        with gr.Column(scale=2):
+            tiers = gr.CheckboxGroup(names, value=names, label="Tiers", elem_id="compare-tiers")
+            with gr.Row():
+                temperature = gr.Slider(0, 2, 0.3, step=0.05, label="Temperature", elem_id="compare-temperature")
+                max_new = gr.Slider(16, 2048, 256, step=16, label="Max new tokens", elem_id="compare-max-new")
+                seed = gr.Number(0, precision=0, label="Seed", info="same seed, same answer (blank = random)",
+                                 elem_id="compare-seed")
+            with gr.Row():
+                run = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                stop = gr.Button("Stop", elem_id="compare-stop")
+    note = gr.Markdown("", elem_id="compare-note")
+    cols, answers, stats = [], [], []
+    with gr.Row(equal_height=False):
+        for name in names:
+            with gr.Column(min_width=260, elem_id=f"compare-col-{name}") as col:
+                gr.Markdown(f"### {name}")
+                answers.append(gr.Markdown("", elem_id=f"compare-answer-{name}", sanitize_html=True))
+                stats.append(gr.Markdown("", elem_id=f"compare-stats-{name}"))
+            cols.append(col)
+    with gr.Accordion("Saved comparisons", open=False):
+        with gr.Row():
+            saved = gr.Dropdown(choices=[], label="Reopen a comparison", elem_id="compare-saved", scale=4)
+            reopen = gr.Button("Open", elem_id="compare-open", scale=1)
+            refresh = gr.Button("Refresh list", scale=1)
+
+    def show(columns: list[dict]) -> list:
+        """One update per tier column: visible with its answer and stats, or hidden."""
+        by = {c["tier"]: c for c in columns}
+        out = []
+        for name in names:
+            c = by.get(name)
+            out += [gr.Column(visible=c is not None), answer_text(c) if c else "", stats_line(c) if c else ""]
+        return out
+
+    def run_compare(p, sys_prompt, chosen, temp, mx, sd, request: gr.Request):
+        settings = {"temperature": float(temp), "max_new_tokens": int(mx),
+                    "seed": None if sd in (None, "") else int(sd)}
+        system_override = sys_prompt if sys_prompt and sys_prompt.strip() else None
+        cols_now: list[dict] = []
+        try:
+            for cols_now in compare.stream_columns(engine, chosen or [], p, system_override, settings):
+                yield show(cols_now) + [gr.Dropdown(), "Running…"]
+            cid = compare.save(engine.store, p, system_override, compare.clean_settings(settings), cols_now,
+                               getattr(request, "session_hash", None))
+        except PetError as e:
+            raise gr.Error(str(e))
+        yield show(cols_now) + [gr.Dropdown(choices=saved_choices(engine.store), value=cid), f"Saved as `{cid[:8]}`."]
+
+    def open_saved(cid):
+        if not cid:
+            raise gr.Error("Pick a saved comparison first.")
+        try:
+            c = compare.load(engine.store, cid)
+        except PetError as e:
+            raise gr.Error(str(e))
+        st = c["settings"]
+        chosen = [col["tier"] for col in c["columns"]]
+        return show(c["columns"]) + [c["prompt"], c["system"] or "", [t for t in chosen if t in names],
+                                     st.get("temperature", 0.3), st.get("max_new_tokens", 256), st.get("seed"),
+                                     f"Reopened comparison `{cid[:8]}`."]
+
+    outs = [x for trio in zip(cols, answers, stats) for x in trio]
+    ev = run.click(run_compare, [prompt, system, tiers, temperature, max_new, seed], outs + [saved, note],
+                   api_name="compare")
+    stop.click(None, cancels=[ev], api_name=False)
+    reopen.click(open_saved, saved, outs + [prompt, system, tiers, temperature, max_new, seed, note], api_name=False)
+    refresh.click(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False)
+    # Opening the list re-reads it, so comparisons saved in other sessions (or the CLI) show up.
+    saved.focus(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False,
+                show_progress="hidden")
+    return {"prompt": prompt, "tiers": tiers, "run": run, "answers": answers, "saved": saved}
