@@ -16,6 +16,7 @@ from pet.engine import Engine
 # (module, tab label), in the order the tabs appear.
 TABS = (
     ("chat", "Chat"),
+    ("data", "Data"),
     ("compare", "Compare"),
     ("arena", "Arena"),
 )

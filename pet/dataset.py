@@ -66,6 +66,7 @@ import os
 import re
 import statistics
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -497,12 +498,10 @@ def _unneutralise(cell: str) -> str:
 
 def _parse_csv(res: ParseResult, text: str) -> None:
     res.format = "csv"
-    sample = text[:4096]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
-    reader = csv.reader(io.StringIO(text, newline=""), dialect)
+    # The header line decides the delimiter: csv.Sniffer guesses wrong on multi-line quoted answers.
+    first = text.split("\n", 1)[0]
+    delim = max(",;\t", key=first.count) if any(d in first for d in ",;\t") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
     try:
         header = next(reader)
     except (csv.Error, StopIteration) as e:
@@ -614,6 +613,7 @@ def parse_bytes(data: bytes, name: str = "", fmt: str = "auto", max_bytes: int =
         res.errors.append(Problem(1, "format", f"this file is not {fmt}: it does not start with {{ or ["))
     if res.format == "auto":
         res.format = "unknown"
+    res.errors.sort(key=lambda p: -1 if p.row is None else p.row)  # stable: a row's problems keep their order
     res.warnings.extend(duplicate_warnings(res.examples, res.rows))
     if not res.examples and not res.errors:
         res.errors.append(Problem(None, "file", "no examples found"))
@@ -659,6 +659,7 @@ class Lengths:
         else:
             self.reason = "no tokenizer"
         self._cache: dict[str, int] = {}
+        self._lock = threading.Lock()  # one llama.cpp vocabulary, shared by the UI's queue workers
 
     @property
     def exact(self) -> bool:
@@ -677,7 +678,11 @@ class Lengths:
                 text = self.text(ex)
             except PetError:  # a conversation the template refuses: measure its raw text
                 text = "\n".join(str(m.get("content", "")) for m in ex["messages"])
-            n = len(self.tokenize(text)) if self.tokenize else (len(text) + 3) // 4
+            if self.tokenize:
+                with self._lock:
+                    n = len(self.tokenize(text))
+            else:
+                n = (len(text) + 3) // 4
             self._cache[key] = n
         return n
 

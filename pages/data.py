@@ -1,0 +1,295 @@
+"""Data tab: browse, edit, import, version and export the training examples.
+
+The table shows one version (the one this browser tab loaded); every save names that version as
+its base, so a save from a stale tab is refused instead of overwriting a newer one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from pathlib import Path
+
+import gradio as gr
+import plotly.graph_objects as go
+
+from pet import PetError
+from pet import dataview as dv
+from pet.dataset import EXPORT_FORMATS, FORMATS, TRAIN_CUTOFF, Lengths, export, parse_file, stats
+from pet.datastore import DatasetStore
+
+EXT = {"jsonl": "jsonl", "csv": "csv", "alpaca": "json", "sharegpt": "json"}
+
+
+class _Data:
+    """Per-app helpers: the store, one tokenizer, and the search index of the version last shown."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.ds = DatasetStore(engine.store)
+        self._lengths = None
+        self._index = None
+        self._lock = threading.Lock()
+
+    @property
+    def lengths(self) -> Lengths:
+        with self._lock:
+            if self._lengths is None:
+                self._lengths = Lengths(self.engine)
+            return self._lengths
+
+    def template(self):
+        return self.engine.template_for("enhanced")
+
+    def index(self, version: int) -> dv.Index:
+        idx = self._index
+        if idx is None or idx.version != version:
+            idx = self._index = dv.Index(version, self.ds.get(version))
+        return idx
+
+
+def _charts(st: dict):
+    hist = st["tokens"]["histogram"]
+    tok = go.Figure(go.Bar(x=[f"{b['from']}-{b['to']}" for b in hist], y=[b["count"] for b in hist]))
+    tok.update_layout(title=f"Token lengths (median {st['tokens']['median']}, p90 {st['tokens']['p90']}, "
+                            f"cutoff {st['tokens']['cutoff']})", xaxis_title="tokens", yaxis_title="examples",
+                      height=320, margin=dict(l=40, r=10, t=50, b=40))
+    tags = go.Figure()
+    tags.add_trace(go.Bar(name="domain", y=list(st["domains"]), x=list(st["domains"].values()), orientation="h"))
+    tags.add_trace(go.Bar(name="technique", y=list(st["techniques"]), x=list(st["techniques"].values()),
+                          orientation="h"))
+    tags.update_layout(title="Tag balance", xaxis_title="examples", barmode="group",
+                       height=max(320, 18 * (len(st["domains"]) + len(st["techniques"])) + 80),
+                       margin=dict(l=10, r=10, t=50, b=40), yaxis=dict(autorange="reversed"))
+    return tok, tags
+
+
+def build(engine) -> dict:
+    data = _Data(engine)
+    base = gr.State(0)  # the version this browser tab shows and edits
+    editing = gr.State(-1)  # 0-based row in the editor; -1 = a new row
+
+    gr.Markdown("The training examples the enhanced tier learns from. Every save is a version; nothing is "
+                "ever overwritten. Select a row to edit it.")
+    with gr.Row():
+        search = gr.Textbox(label="Search", placeholder="words in a request or answer", elem_id="data-search",
+                            scale=3)
+        tag = gr.Dropdown([dv.ALL_TAGS], value=dv.ALL_TAGS, label="Tag", elem_id="data-tag", scale=2)
+        page = gr.Number(1, precision=0, minimum=1, label="Page", elem_id="data-page", scale=1, min_width=80)
+        with gr.Column(scale=1, min_width=120):
+            prev_b = gr.Button("◀ Prev", size="sm", elem_id="data-prev")
+            next_b = gr.Button("Next ▶", size="sm", elem_id="data-next")
+            reload_b = gr.Button("Reload latest", size="sm", elem_id="data-reload")
+    info = gr.Markdown("", elem_id="data-info")
+    table = gr.Dataframe(headers=dv.COLUMNS, datatype="str", interactive=False, wrap=True, elem_id="data-table",
+                         column_widths=["6%", "10%", "18%", "30%", "30%", "6%"], max_height=700)
+
+    with gr.Group():
+        with gr.Row():
+            row_num = gr.Number(label="Row #", precision=0, minimum=1, elem_id="data-row", scale=1, min_width=90)
+            edit_b = gr.Button("Edit row", elem_id="data-edit", scale=1)
+            new_b = gr.Button("New row", elem_id="data-new", scale=1)
+            delete_b = gr.Button("Delete row", variant="stop", elem_id="data-delete", scale=1)
+        editor_title = gr.Markdown("**Editing:** nothing yet: select a row or click New row", elem_id="data-editing")
+        with gr.Row():
+            with gr.Column(scale=3):
+                messages = gr.Textbox(label="Messages (JSON list of {role, content}; roles: system, user, assistant)",
+                                      lines=14, max_lines=30, elem_id="data-messages")
+                with gr.Row():
+                    domain = gr.Textbox(label="Domain", elem_id="data-domain")
+                    techniques = gr.Textbox(label="Techniques (comma-separated)", elem_id="data-techniques")
+                save_b = gr.Button("Save row (new version)", variant="primary", elem_id="data-save")
+            with gr.Column(scale=3):
+                check = gr.HTML("", elem_id="data-check")
+                preview = gr.HTML("", label="What the trainer sees", elem_id="data-preview")
+    status = gr.Markdown("", elem_id="data-status")
+
+    with gr.Accordion("Import a file", open=True):
+        gr.Markdown("Upload JSONL/JSON (messages, Alpaca, ShareGPT, ChatML text) or CSV with prompt/answer "
+                    "columns. You see every problem first; nothing is written until you click Import.")
+        with gr.Row():
+            upload = gr.File(label="File", file_types=[".jsonl", ".json", ".csv", ".tsv", ".txt"],
+                             elem_id="data-upload", scale=2)
+            with gr.Column(scale=1):
+                fmt = gr.Dropdown(["auto", *FORMATS], value="auto", label="Format", elem_id="data-format")
+                mode = gr.Radio(["append", "replace"], value="append", label="Import mode", elem_id="data-mode")
+                import_b = gr.Button("Import", variant="primary", interactive=False, elem_id="data-import")
+        report = gr.HTML("", elem_id="data-upload-report")
+        upreview = gr.Dataframe(headers=["row", "domain", "techniques", "request", "answer"], datatype="str",
+                                interactive=False, wrap=True, label="Preview (first rows)",
+                                elem_id="data-upload-preview")
+
+    with gr.Accordion("Versions", open=True):
+        versions = gr.Dataframe(headers=["version", "name", "saved", "examples", "note"], datatype="str",
+                                interactive=False, elem_id="data-versions", max_height=300)
+        with gr.Row():
+            ver = gr.Number(label="Version", precision=0, minimum=1, elem_id="data-version", min_width=90)
+            restore_b = gr.Button("Restore this version", elem_id="data-restore")
+            vname = gr.Textbox(label="Name", placeholder="e.g. before cleanup", elem_id="data-version-name")
+            name_b = gr.Button("Name this version", elem_id="data-name")
+
+    with gr.Accordion("Export", open=False):
+        with gr.Row():
+            xfmt = gr.Dropdown(list(EXPORT_FORMATS), value="jsonl", label="Format", elem_id="data-export-format")
+            xver = gr.Textbox(label="Version (number or name; empty = shown version)", elem_id="data-export-version")
+            export_b = gr.Button("Export", elem_id="data-export")
+        xfile = gr.File(label="Download", interactive=False, elem_id="data-export-file")
+
+    with gr.Accordion("Charts", open=True):
+        with gr.Row():
+            tok_plot = gr.Plot(label="Token lengths", elem_id="data-chart-tokens")
+            tag_plot = gr.Plot(label="Tag balance", elem_id="data-chart-tags")
+
+    # --- callbacks: unpack, one engine call, map back ---
+
+    def show(version: int, query: str, tg: str, pg):
+        idx = data.index(version)
+        p = dv.table_page(idx, query, tg, pg, data.lengths)
+        choices = idx.tag_choices()
+        return (p.rows, p.info(version), p.page, gr.update(choices=choices, value=tg if tg in choices else dv.ALL_TAGS))
+
+    def everything(version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
+        rows, inf, p, tags = show(version, query, tg, pg)
+        st = stats(data.index(version).examples, data.lengths, TRAIN_CUTOFF)
+        return (version, rows, inf, p, tags, dv.versions_rows(data.ds.versions()), *_charts(st))
+
+    all_out = [base, table, info, page, tag, versions, tok_plot, tag_plot]
+    view_out = [table, info, page, tag]
+
+    def load(query, tg, pg):
+        return everything(data.ds.latest(), query, tg, pg)
+
+    gr.on(triggers=None, fn=lambda: everything(data.ds.latest()), inputs=[], outputs=all_out)
+    reload_b.click(load, [search, tag, page], all_out)
+    gr.on([search.submit, tag.change], lambda v, q, t: show(v, q, t, 1), [base, search, tag], view_out)
+    page.submit(show, [base, search, tag, page], view_out)
+    prev_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) - 1), [base, search, tag, page], view_out)
+    next_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) + 1), [base, search, tag, page], view_out)
+
+    def open_row(version: int, n):
+        examples = data.index(version).examples
+        if n is None or not 1 <= int(n) <= len(examples):
+            raise gr.Error(f"row {n} does not exist: choose a row between 1 and {len(examples)}")
+        i = int(n) - 1
+        return (i, *dv.editor_fields(examples[i]), f"**Editing:** row {i + 1} of version {version}", i + 1)
+
+    edit_out = [editing, messages, domain, techniques, editor_title, row_num]
+    edit_b.click(open_row, [base, row_num], edit_out)
+
+    def select_row(version: int, evt: gr.SelectData):
+        return open_row(version, evt.row_value[0])
+
+    table.select(select_row, [base], edit_out)
+    new_b.click(lambda: (-1, *dv.editor_fields(None), "**Editing:** a new row (saved at the end)", None),
+                None, edit_out)
+
+    def live_check(msgs, dom, tech):
+        ex, problems = dv.from_editor(msgs, dom, tech)
+        html = dv.check_html(ex, problems, data.lengths)
+        if ex is None:
+            return html, ""
+        try:
+            return html, dv.preview_html(data.template(), ex["messages"])
+        except PetError as e:
+            return html, dv.html.escape(str(e))
+
+    gr.on([messages.change, domain.change, techniques.change], live_check, [messages, domain, techniques],
+          [check, preview], trigger_mode="always_last")
+
+    def commit(version: int, examples: list[dict], note: str, query, tg, pg):
+        try:
+            v = data.ds.save(examples, version, note)
+        except PetError as e:
+            raise gr.Error(str(e)) from None
+        return (*everything(v, query, tg, pg), f"Saved as version {v}: {note}.")
+
+    def save_row(version, i, msgs, dom, tech, query, tg, pg):
+        ex, problems = dv.from_editor(msgs, dom, tech)
+        if ex is None:
+            raise gr.Error("not saved: " + "; ".join(str(p).removeprefix("file, ") for p in problems))
+        examples = data.ds.get(version)
+        if 0 <= i < len(examples):
+            examples[i] = ex
+            note = f"edited row {i + 1}"
+        else:
+            examples.append(ex)
+            note = f"added row {len(examples)}"
+        return commit(version, examples, note, query, tg, pg)
+
+    save_b.click(save_row, [base, editing, messages, domain, techniques, search, tag, page], [*all_out, status])
+
+    def delete_row(version, i, query, tg, pg):
+        examples = data.ds.get(version)
+        if not 0 <= i < len(examples):
+            raise gr.Error("select a saved row to delete first")
+        examples.pop(i)
+        return (*commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1,
+                "**Editing:** nothing: the row was deleted")
+
+    delete_b.click(delete_row, [base, editing, search, tag, page], [*all_out, status, editing, editor_title])
+
+    def check_upload(path, f):
+        if not path:
+            return "", [], gr.update(interactive=False)
+        res = parse_file(path, f)
+        return dv.problems_html(res), dv.upload_preview(res), gr.update(interactive=res.ok)
+
+    gr.on([upload.change, fmt.change], check_upload, [upload, fmt], [report, upreview, import_b])
+
+    def do_import(version, path, f, how, query, tg, pg):
+        if not path:
+            raise gr.Error("upload a file first")
+        res = parse_file(path, f)
+        if not res.ok:
+            raise gr.Error(f"not imported: {len(res.errors)} problem(s); nothing was written")
+        name = path.replace("\\", "/").rsplit("/", 1)[-1]
+        note = f"imported {len(res.examples)} from {name}"
+        try:
+            if how == "replace":
+                v = data.ds.save(res.examples, version, note + " (replace)")
+            else:
+                v = data.ds.add(res.examples, note)
+        except PetError as e:
+            raise gr.Error(str(e)) from None
+        return (*everything(v, query, tg, pg), f"Imported as version {v}: {note}.", None,
+                gr.update(interactive=False))
+
+    import_b.click(do_import, [base, upload, fmt, mode, search, tag, page],
+                   [*all_out, status, upload, import_b])
+
+    def do_restore(n, query, tg, pg):
+        if n is None:
+            raise gr.Error("enter the version number to restore")
+        try:
+            v = data.ds.restore(int(n))
+        except PetError as e:
+            raise gr.Error(str(e)) from None
+        return (*everything(v, query, tg, pg), f"Restored version {int(n)} as version {v}; nothing was deleted.")
+
+    restore_b.click(do_restore, [ver, search, tag, page], [*all_out, status])
+
+    def do_name(n, name):
+        if n is None:
+            raise gr.Error("enter the version number to name")
+        try:
+            data.ds.name_version(int(n), name)
+        except PetError as e:
+            raise gr.Error(str(e)) from None
+        return dv.versions_rows(data.ds.versions()), f"Version {int(n)} named {name!r}."
+
+    name_b.click(do_name, [ver, vname], [versions, status])
+
+    def do_export(version, f, which):
+        try:
+            v = data.ds.find(which) if (which or "").strip() else version
+            examples = data.ds.get(v)
+            # Gradio serves downloads only from its allowed folders: the temp dir is one of them.
+            folder = Path(tempfile.mkdtemp(prefix="pet-export-"))
+            path = export(examples, f, folder / f"pet_examples_v{v}.{EXT[f]}")
+        except PetError as e:
+            raise gr.Error(str(e)) from None
+        return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
+
+    export_b.click(do_export, [base, xfmt, xver], [xfile, status])
+
+    return {"table": table, "messages": messages, "base": base}

@@ -1,0 +1,122 @@
+"""Data tab in a real browser: a bad upload changes nothing, a good one imports, a row is edited
+and saved, an earlier version is restored, and HTML inside an example never runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_home, start_app, stop_app
+
+pytestmark = pytest.mark.e2e
+
+FIX = Path(__file__).resolve().parent.parent / "fixtures" / "data"
+
+
+@pytest.fixture(scope="module")
+def data_app(tmp_path_factory):
+    home = make_home(tmp_path_factory.mktemp("data-tab-home"))
+    proc, url = start_app(home)
+    yield home, url
+    stop_app(proc)
+
+
+def _store(home):
+    from pet.datastore import DatasetStore
+    from pet.store import Store
+
+    return DatasetStore(Store(home / "pet.db"))
+
+
+def _upload(page, path: Path) -> None:
+    # Gradio's file input sits outside the component; go through the browser's file chooser.
+    with page.expect_file_chooser() as chooser:
+        page.locator("#data-upload button.upload-container").click()
+    chooser.value.set_files(str(path))
+
+
+def _table_shows(page, text: str) -> None:
+    page.wait_for_function("t => document.querySelector('#data-table').textContent.includes(t)", arg=text)
+
+
+def test_upload_edit_restore(data_app, page):
+    from pet.dataset import SHIPPED, read_jsonl
+
+    home, url = data_app
+    shipped = len(read_jsonl(SHIPPED)) if SHIPPED.exists() else 0
+    page.goto(url)
+    page.get_by_role("tab", name="Data").click()
+    info = page.locator("#data-info")
+    info.get_by_text(f"version 1 · {shipped} examples").wait_for()
+    ds = _store(home)
+    assert [v["id"] for v in ds.versions()] == [1]
+
+    # 1. a bad file: every problem by row, Import stays disabled, nothing is written
+    _upload(page, FIX / "bad.jsonl")
+    report = page.locator("#data-upload-report")
+    report.get_by_text("cannot import: 6 problem(s)").wait_for()
+    text = report.inner_text()
+    for needle in ("row 2, messages[1].content: empty answer", "row 3, messages[1].role: unknown role 'bot'",
+                   "row 4, messages[2].role: expected 'user'", "row 5, messages: must be a list",
+                   "row 6, messages[0].content: content must be text", "row 7, json: bad JSON at line 7"):
+        assert needle in text
+    assert page.locator("#data-import").is_disabled()
+    assert [v["id"] for v in ds.versions()] == [1]
+
+    # 2. a good file (one example carries HTML and a script): preview, then an explicit Import
+    page.locator("#data-upload button[aria-label='Clear']").click()
+    _upload(page, FIX / "good_upload.jsonl")
+    report.get_by_text("ready to import: 3 example(s)").wait_for()
+    assert [v["id"] for v in ds.versions()] == [1]  # previewing writes nothing
+    page.locator("#data-import").click()
+    page.locator("#data-status").get_by_text("Imported as version 2").wait_for()
+    info.get_by_text(f"version 2 · {shipped + 3} examples").wait_for()
+    assert len(ds.get(2)) == shipped + 3
+
+    # the script-bearing row is searchable and shown as text, never run
+    page.fill("#data-search textarea", "onerror")
+    page.press("#data-search textarea", "Enter")
+    info.get_by_text("1 matching").wait_for()
+    _table_shows(page, '<img src=x onerror="window.__pwned=1"> fix my prompt')
+    page.fill("#data-row input", str(shipped + 3))
+    page.locator("#data-edit").click()
+    page.locator("#data-preview mark").first.wait_for()
+    assert "<script>window.__pwned=2</script>" in page.locator("#data-preview").inner_text()
+    assert page.locator("#data-preview script, #data-preview img, #data-table img").count() == 0
+    assert page.evaluate("window.__pwned") is None
+
+    # 3. edit row 1: validation as you type, then save as a new version
+    page.fill("#data-row input", "1")
+    page.locator("#data-edit").click()
+    box = page.locator("#data-messages textarea")
+    page.wait_for_function("document.querySelector('#data-messages textarea').value.includes('\"role\"')")
+    msgs = json.loads(box.input_value())
+    old_request = msgs[0]["content"] if msgs[0]["role"] == "user" else msgs[1]["content"]
+    bad = [dict(m) for m in msgs]
+    bad[-1]["role"] = "robot"
+    box.fill(json.dumps(bad))
+    page.locator("#data-check").get_by_text("unknown role 'robot'").wait_for()
+    edited = [dict(m) for m in msgs]
+    ui = next(i for i, m in enumerate(edited) if m["role"] == "user")
+    edited[ui]["content"] = "help me plan a team offsite for 12 people"
+    box.fill(json.dumps(edited))
+    page.locator("#data-check").get_by_text(re.compile(r"ok: \d+ tokens")).wait_for()
+    assert "help me plan a team offsite" in page.locator("#data-preview").inner_text()
+    page.locator("#data-save").click()
+    page.locator("#data-status").get_by_text("Saved as version 3: edited row 1").wait_for()
+    assert ds.get(3)[0]["messages"][ui]["content"] == "help me plan a team offsite for 12 people"
+    assert ds.get(3)[1:] == ds.get(2)[1:]
+
+    # 4. restore version 2: a new version equal to it; the table shows the old row again
+    page.fill("#data-search textarea", "")
+    page.press("#data-search textarea", "Enter")
+    page.fill("#data-version input", "2")
+    page.locator("#data-restore").click()
+    page.locator("#data-status").get_by_text("Restored version 2 as version 4").wait_for()
+    info.get_by_text(f"version 4 · {shipped + 3} examples").wait_for()
+    assert ds.get(4) == ds.get(2)
+    _table_shows(page, " ".join(old_request.split())[:40])
+    assert [v["id"] for v in ds.versions()] == [4, 3, 2, 1]
