@@ -83,9 +83,15 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from pet.config import Settings
+    from pet.config import ConfigError, Settings
 
-    settings = Settings.from_env(host=args.host, port=args.port, auth=Settings.parse_auth(args.auth))
+    try:
+        auth = Settings.parse_auth(args.auth)
+    except ConfigError as e:
+        args._parser.error(e.problems[0])
+    if args.port is not None and not 0 < args.port < 65536:
+        args._parser.error(f"argument --port: must be 1-65535, got {args.port}")
+    settings = Settings.from_env(host=args.host, port=args.port, auth=auth)
     import pages  # the UI lives outside the engine package
 
     pages.launch(settings)

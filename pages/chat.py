@@ -1,0 +1,132 @@
+"""Chat tab: talk to one tier at a time, streaming, with its system prompt and settings editable."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pet import PetError
+from pet.backends.base import Stats
+
+EXAMPLES = (
+    "write a poem about autumn",
+    "make this better: summarize this article",
+    "help me write a cover letter for a data analyst job",
+    "i need sql to find customers who havent ordered in 90 days",
+    "explain kubernetes to my manager",
+)
+
+STATE_ICON = {"ready": "🟢 ready", "idle": "⚪ not loaded yet (loads on first use)", "loading": "🟡 loading…",
+              "unavailable": "🔴 unavailable"}
+
+
+def status_markdown(rows: list[dict]) -> str:
+    lines = ["| tier | backend | model | status |", "|---|---|---|---|"]
+    for r in rows:
+        state = STATE_ICON.get(r["state"], r["state"])
+        if r["state"] == "unavailable" and r["reason"]:
+            state += f": {r['reason']}"
+        model = r["model"] + (f" + adapter `{r['adapter'].rstrip('/').split('/')[-1]}`" if r.get("adapter") else "")
+        lines.append(f"| **{r['name']}** | {r['backend']} | {model} | {state} |".replace("\n", " "))
+    return "\n".join(lines)
+
+
+def _display(history: list[dict], stats: list[str | None]) -> list[dict]:
+    """The chatbot's view: the conversation, with each answer's timing under it."""
+    out, k = [], 0
+    for m in history:
+        if m["role"] == "assistant":
+            line = stats[k] if k < len(stats) else None
+            k += 1
+            out.append({"role": "assistant", "content": m["content"] + (f"\n\n<sub>{line}</sub>" if line else "")})
+        else:
+            out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def build(engine) -> dict:
+    names = engine.tiers.names()
+    first = names[0]
+    spec = engine.tiers.spec(first)
+    history = gr.State([])  # plain messages, as the model sees them
+    stats = gr.State([])  # one timing line per answer
+
+    with gr.Row():
+        tier = gr.Dropdown(names, value=first, label="Tier", elem_id="chat-tier", scale=1)
+        tier_info = gr.Markdown(spec.description, elem_id="chat-tier-info")
+    with gr.Accordion("Tier status", open=True):
+        # A callable value is re-evaluated on every page load, so a reload shows the live status.
+        status = gr.Markdown(lambda: status_markdown(engine.tier_status()), elem_id="chat-status")
+    bot = gr.Chatbot(label="Conversation", elem_id="chat-bot", height=420, sanitize_html=True,
+                     placeholder="Type a rough request, or click an example below: PET rewrites it as a "
+                                 "well-built prompt.")
+    with gr.Row():
+        msg = gr.Textbox(placeholder="e.g. write a poem about autumn", show_label=False, scale=5,
+                         elem_id="chat-input", lines=2)
+        with gr.Column(scale=1, min_width=120):
+            send = gr.Button("Send", variant="primary", elem_id="chat-send")
+            stop = gr.Button("Stop", elem_id="chat-stop")
+            clear = gr.Button("Clear", elem_id="chat-clear")
+    last = gr.Markdown("", elem_id="chat-stats")
+    gr.Markdown("**Try one:**")
+    with gr.Row():
+        ex_buttons = [gr.Button(e, size="sm", elem_classes=["pet-example"]) for e in EXAMPLES]
+    with gr.Accordion("System prompt and generation settings", open=False):
+        system = gr.Textbox(spec.system_prompt, label="System prompt", lines=5, elem_id="chat-system")
+        with gr.Row():
+            temperature = gr.Slider(0, 2, spec.params.temperature, step=0.05, label="Temperature",
+                                    info="0 = always the most likely word", elem_id="chat-temperature")
+            top_p = gr.Slider(0.05, 1, spec.params.top_p, step=0.05, label="Top-p")
+            top_k = gr.Slider(0, 200, spec.params.top_k, step=1, label="Top-k", info="0 = off")
+            max_new = gr.Slider(16, 2048, spec.params.max_new_tokens, step=16, label="Max new tokens",
+                                elem_id="chat-max-new")
+            seed = gr.Number(None, precision=0, label="Seed", info="blank = random", elem_id="chat-seed")
+
+    def respond(tier_name, message, hist, st, sys_prompt, temp, tp, tk, mx, sd):
+        message = (message or "").strip()
+        if not message:
+            gr.Warning("Type a request first, or click one of the examples.")
+            yield _display(hist, st), hist, st, message, ""
+            return
+        try:
+            params = engine.params_for(tier_name, temperature=float(temp), top_p=float(tp), top_k=int(tk),
+                                       max_new_tokens=int(mx), seed=None if sd in (None, "") else int(sd))
+        except PetError as e:
+            raise gr.Error(str(e))
+        hist = hist + [{"role": "user", "content": message}]
+        answer, chunk = "", None
+        yield _display(hist, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
+        try:
+            for chunk in engine.stream(tier_name, hist, params, system=sys_prompt):
+                answer += chunk.text
+                partial = hist + [{"role": "assistant", "content": answer}]
+                yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"
+        except PetError as e:
+            raise gr.Error(str(e))
+        final = Stats(chunk.tokens, chunk.ttft_s, chunk.elapsed_s, chunk.finish_reason) if chunk else Stats()
+        hist = hist + [{"role": "assistant", "content": answer}]
+        line = f"{tier_name}: {final.line()}"
+        st = st + [line]
+        yield _display(hist, st), hist, st, "", line
+
+    inputs = [tier, msg, history, stats, system, temperature, top_p, top_k, max_new, seed]
+    outputs = [bot, history, stats, msg, last]
+    ev_send = send.click(respond, inputs, outputs, api_name="chat")
+    ev_submit = msg.submit(respond, inputs, outputs, api_name=False)
+    ex_events = []
+    for b in ex_buttons:
+        ex_events.append(b.click(respond, [tier, b, history, stats, system, temperature, top_p, top_k,
+                                           max_new, seed], outputs, api_name=False))
+    stop.click(None, cancels=[ev_send, ev_submit, *ex_events], api_name=False)
+    clear.click(lambda: ([], [], [], "", ""), None, [bot, history, stats, msg, last], api_name=False)
+
+    def pick_tier(name):
+        s = engine.tiers.spec(name)
+        p = s.params
+        return s.description, s.system_prompt, p.temperature, p.top_p, p.top_k, p.max_new_tokens
+
+    tier.change(pick_tier, tier, [tier_info, system, temperature, top_p, top_k, max_new], api_name=False)
+
+    timer = gr.Timer(3)
+    timer.tick(lambda: status_markdown(engine.tier_status()), None, status, api_name=False,
+               show_progress="hidden")
+    return {"tier": tier, "bot": bot, "input": msg, "send": send}

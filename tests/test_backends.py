@@ -1,0 +1,159 @@
+import threading
+
+import httpx
+import ollama
+import pytest
+
+from pet.backends.base import BackendError, Clock, collect
+from pet.backends.ollama import OllamaBackend, explain
+from pet.config import GenParams
+
+MSGS = [{"role": "system", "content": "You are PET."}, {"role": "user", "content": "improve: write a poem"}]
+
+
+# -- Ollama: how the client's errors map to messages a user can act on ---------------------------
+
+def test_ollama_server_down_is_a_status_not_a_crash():
+    port = _closed_port()
+    b = OllamaBackend("gemma3n:e4b", host=f"http://127.0.0.1:{port}")
+    ok, why = b.probe()
+    assert not ok and "no Ollama server answers" in why and "ollama serve" in why
+    with pytest.raises(BackendError, match="no Ollama server answers"):
+        list(b.stream(MSGS, GenParams()))
+
+
+def test_ollama_error_mapping():
+    e = explain(ollama.ResponseError('{"error":"model \\"gemma3n:e4b\\" not found, try pulling it first"}', 404),
+                "gemma3n:e4b", "http://h:1")
+    assert "ollama pull gemma3n:e4b" in str(e)
+    assert "timed out" in str(explain(httpx.ReadTimeout("slow"), "m", "http://h:1"))
+    assert "dropped mid-answer" in str(explain(httpx.RemoteProtocolError("eof"), "m", "http://h:1"))
+    assert "HTTP 500" in str(explain(ollama.ResponseError("boom", 500), "m", "http://h:1"))
+    assert "refused the request (401)" in str(explain(ollama.ResponseError("no", 401), "m", "http://h:1"))
+
+
+def test_ollama_mid_stream_error_becomes_backend_error(monkeypatch):
+    """The client raises ResponseError from inside the stream when the server sends an error line."""
+    b = OllamaBackend("m", host="http://127.0.0.1:9")
+
+    def chat(**kw):
+        assert kw["options"]["num_predict"] == 7 and kw["options"]["seed"] == 3 and kw["stream"] is True
+        yield {"message": {"content": "Hel"}, "done": False}
+        raise ollama.ResponseError("out of memory")
+
+    monkeypatch.setattr(b.client(), "chat", chat)
+    got = []
+    with pytest.raises(BackendError, match="mid-stream.*out of memory"):
+        for ch in b.stream(MSGS, GenParams(max_new_tokens=7, seed=3)):
+            got.append(ch.text)
+    assert got == ["Hel"]
+
+
+def test_ollama_stream_uses_server_token_count(monkeypatch):
+    b = OllamaBackend("m", host="http://127.0.0.1:9")
+    parts = [{"message": {"content": "a"}, "done": False}, {"message": {"content": "b"}, "done": False},
+             {"message": {"content": ""}, "done": True, "eval_count": 5, "done_reason": "length"}]
+    monkeypatch.setattr(b.client(), "chat", lambda **kw: iter(parts))
+    ans = collect(b.stream(MSGS, GenParams()))
+    assert ans.text == "ab" and ans.stats.tokens == 5 and ans.stats.finish_reason == "length"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_clock_stats():
+    c = Clock()
+    a = c.chunk("x")
+    b = c.chunk("y")
+    assert (a.tokens, b.tokens) == (1, 2) and b.ttft_s == a.ttft_s and b.elapsed_s >= a.elapsed_s
+    assert c.last("stop").done
+
+
+# -- llama.cpp on the packaged SmolLM2 -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def light(engine):
+    return engine.tiers.backend("light")
+
+
+@pytest.mark.slow
+def test_llamacpp_streams_with_timing_and_seeds(light):
+    p = GenParams(temperature=0.8, max_new_tokens=24, seed=42)
+    a = collect(light.stream(MSGS, p))
+    b = collect(light.stream(MSGS, p))
+    assert a.text and a.text == b.text  # same seed, same answer
+    assert 1 < a.stats.tokens <= 24 and a.stats.ttft_s > 0 and a.stats.tok_s > 0
+    assert a.stats.finish_reason in ("stop", "length")
+
+
+@pytest.mark.slow
+def test_llamacpp_cancel_releases_the_model(light):
+    gen = light.stream(MSGS, GenParams(max_new_tokens=200, temperature=0))
+    next(gen)
+    gen.close()  # what Stop does
+    assert not light._lock.locked()
+    done = threading.Event()
+    threading.Thread(target=lambda: (collect(light.stream(MSGS, GenParams(max_new_tokens=4))), done.set())).start()
+    assert done.wait(60)
+
+
+@pytest.mark.slow
+def test_context_overflow_is_a_clear_error(light):
+    long = [{"role": "user", "content": "word " * 3000}]
+    with pytest.raises(BackendError, match="clear the chat or raise n_ctx"):
+        list(light.stream(long, GenParams()))
+
+
+# -- transformers on a tiny model built here -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory, engine):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pet import models
+
+    spec = engine.tiers.spec("light")
+    gguf = models.resolve(spec.model, spec.backend, engine.settings.path("models")).path
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512)
+    d = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+@pytest.mark.slow
+def test_hf_backend_streams_and_greedy_is_deterministic(tiny_hf):
+    from pet.backends.hf import HFBackend
+
+    b = HFBackend(tiny_hf)
+    p = GenParams(temperature=0, max_new_tokens=6, repeat_penalty=1.0)
+    chunks = list(b.stream(MSGS, p))
+    assert chunks[-1].done and chunks[-1].tokens == 6 and chunks[-1].finish_reason == "length"
+    assert sum(1 for c in chunks if c.text) >= 1
+    assert collect(b.stream(MSGS, p)).text == "".join(c.text for c in chunks)
+    assert b.template.name.startswith("model's own (chatml)")
+
+
+@pytest.mark.slow
+def test_gguf_to_transformers_cache_is_reused(engine, monkeypatch):
+    from pet import models
+
+    spec = engine.tiers.spec("enhanced")
+    ref = models.resolve(spec.model, "hf", engine.settings.path("models"))
+    first = models.hf_folder(ref, engine.settings.path("cache", "hf"))  # converts once (cached across runs)
+    import transformers
+
+    def boom(*a, **k):
+        raise AssertionError("converted the GGUF again instead of reusing the cache")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    assert models.hf_folder(ref, engine.settings.path("cache", "hf")) == first
