@@ -102,6 +102,7 @@ def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
 
 def build(engine) -> dict:
     state = gr.State({})  # the pending battle: plain data
+    base = engine.tiers.spec(engine.tiers.names()[0]).params  # the shared settings start from the tiers file's
     with gr.Row():
         source = gr.Radio(list(SETS), value=SETS[0], label="Prompt set", elem_id="arena-set", scale=2)
         with gr.Column(scale=3):
@@ -110,8 +111,10 @@ def build(engine) -> dict:
                                 placeholder="New battle picks one from the prompt set (or type your own)")
     with gr.Accordion("Generation settings (shared by both models)", open=False):
         with gr.Row():
-            temperature = gr.Slider(0, 2, 0.3, step=0.05, label="Temperature", elem_id="arena-temperature")
-            max_new = gr.Slider(16, 2048, 256, step=16, label="Max new tokens", elem_id="arena-max-new")
+            temperature = gr.Slider(0, 2, base.temperature, step=0.05, label="Temperature",
+                                    elem_id="arena-temperature")
+            max_new = gr.Slider(1, 2048, base.max_new_tokens, step=1, label="Max new tokens",
+                                elem_id="arena-max-new")
             seed = gr.Number(None, precision=0, label="Seed", info="blank = a new random seed each battle",
                              elem_id="arena-seed")
     new = gr.Button("⚔️ New battle", variant="primary", elem_id="arena-new")
@@ -268,10 +271,11 @@ def build(engine) -> dict:
     new.click(new_battle, [source, plist, prompt, temperature, max_new, seed],
               [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle")
     new.click(lambda: "", None, reveal, api_name=False, show_progress="hidden")
-    for (key, _), btn in zip(VOTES, buttons):
-        btn.click(vote(key), state, [state, reveal, to_train], api_name=False)
-    to_train.click(send_better, state, to_train, api_name=False)
     board_outs = [board_md, board, heat, chart, judge_board]
+    for (key, _), btn in zip(VOTES, buttons):
+        btn.click(vote(key), state, [state, reveal, to_train], api_name=False).then(
+            refresh_board, None, board_outs, api_name=False)
+    to_train.click(send_better, state, to_train, api_name=False)
     refresh.click(refresh_board, None, board_outs, api_name="arena_leaderboard")
     judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
         refresh_board, None, board_outs, api_name=False)

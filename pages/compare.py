@@ -37,6 +37,7 @@ def saved_choices(store) -> list[tuple[str, str]]:
 
 def build(engine) -> dict:
     names = engine.tiers.names()
+    base = engine.tiers.spec(names[0]).params  # the shared settings start from the tiers file's
     with gr.Row():
         with gr.Column(scale=3):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="compare-prompt",
@@ -46,8 +47,10 @@ def build(engine) -> dict:
         with gr.Column(scale=2):
             tiers = gr.CheckboxGroup(names, value=names, label="Tiers", elem_id="compare-tiers")
             with gr.Row():
-                temperature = gr.Slider(0, 2, 0.3, step=0.05, label="Temperature", elem_id="compare-temperature")
-                max_new = gr.Slider(16, 2048, 256, step=16, label="Max new tokens", elem_id="compare-max-new")
+                temperature = gr.Slider(0, 2, base.temperature, step=0.05, label="Temperature",
+                                        elem_id="compare-temperature")
+                max_new = gr.Slider(1, 2048, base.max_new_tokens, step=1, label="Max new tokens",
+                                    elem_id="compare-max-new")
                 seed = gr.Number(0, precision=0, label="Seed", info="same seed, same answer (blank = random)",
                                  elem_id="compare-seed")
             with gr.Row():
@@ -101,7 +104,8 @@ def build(engine) -> dict:
         st = c["settings"]
         chosen = [col["tier"] for col in c["columns"]]
         return show(c["columns"]) + [c["prompt"], c["system"] or "", [t for t in chosen if t in names],
-                                     st.get("temperature", 0.3), st.get("max_new_tokens", 256), st.get("seed"),
+                                     st.get("temperature", base.temperature),
+                                     st.get("max_new_tokens", base.max_new_tokens), st.get("seed"),
                                      f"Reopened comparison `{cid[:8]}`."]
 
     outs = [x for trio in zip(cols, answers, stats) for x in trio]

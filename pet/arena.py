@@ -631,9 +631,9 @@ def heldout_prompts(parts_dir: Path | None = None, store=None) -> tuple[list[str
         try:
             from pet.datastore import DatasetStore
 
-            examples = DatasetStore(store).current()
-            source = "the dataset's current version"
-        except Exception:  # the store module may be absent or empty: fall back to the shipped files
+            version, examples = DatasetStore(store).current()
+            source = f"dataset version {version}"
+        except (ImportError, PetError):  # no dataset store in this build, or an unreadable seed file
             examples = None
     if not examples:
         if dataset.SHIPPED.exists():

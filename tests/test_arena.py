@@ -390,3 +390,38 @@ def test_heldout_prompts_come_from_the_examples(tmp_path, monkeypatch):
     shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
     monkeypatch.setattr(dataset, "SHIPPED", shipped)
     assert arena.heldout_prompts(parts) == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
+
+
+def test_send_better_answer_to_training_set(tmp_path):
+    datastore = pytest.importorskip("pet.datastore", reason="pet/datastore.py (dataset versions) not in this build")
+    store = Store(tmp_path / "pet.db")
+    seed = tmp_path / "seed.jsonl"
+    seed.write_text(json.dumps({"messages": [{"role": "user", "content": "seed request"},
+                                             {"role": "assistant", "content": "seed answer"}]}) + "\n")
+    ds = datastore.DatasetStore(store, seed_path=seed)
+    before, rows_before = ds.current()
+    with pytest.raises(PetError, match="vote on this battle first"):
+        arena.send_to_training(store, "b9")
+    arena.record_vote(store, battle("b9"), "tie")
+    with pytest.raises(PetError, match="tie or both bad"):
+        arena.send_to_training(store, "b9")
+    arena.record_vote(store, battle("b9"), "b")
+    version = arena.send_to_training(store, "b9")
+    assert version > before
+    _, rows = datastore.DatasetStore(store, seed_path=seed).current()
+    assert len(rows) == len(rows_before) + 1
+    assert rows[-1]["messages"] == [{"role": "user", "content": "write a poem"},
+                                    {"role": "assistant", "content": "ANSWER-RIGHT"}]
+    assert "battle b9" in datastore.DatasetStore(store, seed_path=seed).versions()[0]["note"]
+
+
+def test_heldout_prompts_prefer_the_dataset_version(tmp_path):
+    pytest.importorskip("pet.datastore", reason="pet/datastore.py (dataset versions) not in this build")
+    from pet import dataset
+
+    store = Store(tmp_path / "pet.db")
+    prompts, source = arena.heldout_prompts(store=store)
+    assert source.startswith("dataset version ")
+    if dataset.SHIPPED.exists():  # the store seeds itself from the shipped examples
+        held = [dataset.first_user(e).strip() for e in dataset.read_jsonl(dataset.SHIPPED) if dataset.is_heldout(e)]
+        assert prompts == list(dict.fromkeys(held)) and prompts
