@@ -44,7 +44,7 @@ def reveal_text(b: dict) -> str:
 
 
 def leaderboard(engine, voter: str) -> dict:
-    avail = [r["name"] for r in engine.tier_status(probe=False) if r["available"]]
+    avail = [r["name"] for r in engine.tier_status() if r["available"]]
     return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail)
 
 

@@ -426,11 +426,14 @@ def judge_messages(prompt: str, first: str, second: str) -> list[dict]:
              "Which answer is the better prompt improvement? Reply with A, B or tie."}]
 
 
+# Keywords match in any case, the letters only as capitals: "the answer is a good start" is no verdict.
+_AB = r"(?-i:(A|B))(?![\w'])"
 _VERDICT_PATTERNS = [
-    (re.compile(r"\[\[\s*(A|B|TIE|C)\s*\]\]", re.I), None),
-    (re.compile(r"\b(?:verdict|winner|answer|better|choice|final)\s*(?:is|:|=|-)?\s*(?:answer\s*)?\**\s*"
-                r"\(?\b(A|B|tie)\b", re.I), None),
-    (re.compile(r"\b(?:answer|option|response)\s+(A|B)\b\s+is\s+(?:the\s+)?better", re.I), None),
+    re.compile(r"\[\[\s*(A|B|TIE|C)\s*\]\]", re.I),
+    re.compile(r"\b(?:verdict|winner|better|choice|final answer)\s*(?:is|:|=|-)?\s*(?:answer\s*)?\**\s*\(?"
+               + _AB, re.I),
+    re.compile(r"\b(?:answer|option|response)\s+" + _AB + r"\s+is\s+(?:the\s+|clearly\s+)?better", re.I),
+    re.compile(r"\bbetter\b[^.\n]{0,40}?\bis\s*:?\s*\**\(?(?:answer\s+)?" + _AB, re.I),
 ]
 _TIE_WORDS = re.compile(r"\b(tie|equal(?:ly)?|same quality|both (?:are )?(?:good|bad|equal)|neither)\b", re.I)
 
@@ -443,7 +446,7 @@ def parse_verdict(text: str) -> tuple[str | None, str]:
     bare = re.fullmatch(r"[\s\"'*(\[]*(A|B|tie)[\s\"'*)\].!:]*", t, re.I)
     if bare:
         return bare.group(1).lower(), ""
-    for pat, _ in _VERDICT_PATTERNS:
+    for pat in _VERDICT_PATTERNS:
         m = pat.search(t)
         if m:
             v = m.group(1).lower()

@@ -210,13 +210,15 @@ def test_online_elo_depends_on_order_but_bt_does_not():
     ("A", "a"), ("b.", "b"), (" **B** ", "b"), ("Tie", "tie"), ("[[A]]", "a"), ("[[C]]", "tie"),
     ("Verdict: B", "b"), ("The better answer is A because it adds a role.", "a"),
     ("Answer B is better", "b"), ("A. It has a clear format.", "a"), ("Both are equally good.", "tie"),
-    ("It's a tie", "tie"),
+    ("It's a tie", "tie"), ("The better prompt improvement is A:\n<<<\nSHOP-UP!", "a"),
+    ("Winner: (B)", "b"), ("Answer A is clearly better.", "a"), ("Final answer: B", "b"),
 ])
 def test_parse_verdict(text, want):
     assert arena.parse_verdict(text) == (want, "")
 
 
-@pytest.mark.parametrize("text", ["", "I like turtles", "As an AI..."])
+@pytest.mark.parametrize("text", ["", "I like turtles", "As an AI...", "the answer is a good start",
+                                  "a better prompt is a clear one"])
 def test_parse_verdict_unreadable(text):
     v, note = arena.parse_verdict(text)
     assert v is None and note

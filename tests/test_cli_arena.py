@@ -104,3 +104,11 @@ def test_export_to_missing_folder_is_a_clear_error(home, tmp_path, capsys):
     seed_votes(home)
     assert main(["arena", "export", "--format", "battles", "--out", str(tmp_path / "no" / "x.jsonl")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_judge_flags(home, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["arena", "judge", "--tier", "nosuch"])
+    assert e.value.code == 2 and "unknown tier 'nosuch'" in capsys.readouterr().err
+    assert main(["arena", "judge", "--tier", "light"]) == 0
+    assert "no human-voted battle is waiting for judge light" in capsys.readouterr().out

@@ -20,6 +20,10 @@ def register(sub) -> None:
     r.add_argument("--include-judges", action="store_true", help="count auto-judge votes too (default: humans only)")
     r.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
 
+    j = add(asub, "judge", cmd_judge, help="let a tier judge human-voted battles (both orders; disagreement = tie)")
+    j.add_argument("--tier", required=True, help="the judging tier (see `python -m pet tiers`)")
+    j.add_argument("--limit", type=int, default=10, help="at most this many battles (default 10)")
+
     e = add(asub, "export", cmd_export, help="write the votes as JSONL")
     e.add_argument("--format", required=True, choices=["battles", "preferences"],
                    help="battles: model_a/model_b/winner/conversations; preferences: prompt/chosen/rejected (DPO)")
@@ -64,6 +68,24 @@ def cmd_ratings(args) -> int:
     if nxt:
         print(f"judge next: {nxt['tier_a']} vs {nxt['tier_b']}")
     print(f"{res['votes']} votes, {res['rounds']} bootstrap rounds")
+    return 0
+
+
+def cmd_judge(args) -> int:
+    from pet import arena
+    from pet.commands import tier_arg
+    from pet.engine import Engine
+
+    eng = Engine()
+    tier_arg(args._parser, eng, args.tier)
+    if args.limit < 1:
+        args._parser.error(f"argument --limit: must be >= 1, got {args.limit}")
+    ids = arena.unjudged(eng.store, args.tier, args.limit)
+    if not ids:
+        print(f"no human-voted battle is waiting for judge {args.tier}")
+    for bid in ids:
+        r = arena.judge_battle(eng, bid, args.tier)
+        print(f"{bid[:8]}: {r['winner']}" + (f" ({r['note']})" if r["note"] else ""))
     return 0
 
 
