@@ -150,7 +150,8 @@ def build(engine) -> dict:
 
     def everything(version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
         rows, inf, p, tags = show(version, query, tg, pg)
-        st = stats(data.index(version).examples, data.lengths, TRAIN_CUTOFF)
+        lengths = data.lengths
+        st = stats(data.index(version).examples, lengths, TRAIN_CUTOFF, data.ds.token_lengths(version, lengths))
         return (version, rows, inf, p, tags, dv.versions_rows(data.ds.versions()), *_charts(st))
 
     all_out = [base, table, info, page, tag, versions, tok_plot, tag_plot]

@@ -650,10 +650,12 @@ class Lengths:
     def __init__(self, engine=None, tier: str = "enhanced"):
         self.tokenize = self.template = None
         self.reason = ""
+        self.ident = "chars/4"  # names the tokenizer, for caches that outlive this object
         if engine is not None:
             try:
                 self.template = engine.template_for(tier)
                 self.tokenize = engine.tokenizer_for(tier)
+                self.ident = f"{engine.tiers.spec(tier).model}|{self.template.name}"
             except Exception as e:  # no model here: still usable, approximately
                 self.tokenize, self.reason = None, f"{type(e).__name__}: {e}"
         else:
@@ -709,11 +711,13 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))]
 
 
-def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF) -> dict:
+def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+          tokens: list[int] | None = None) -> dict:
+    """Counts per tag and the token-length distribution (`tokens`: lengths already measured, if any)."""
     lengths = lengths or Lengths()
     domains = Counter((e.get("domain") or "(none)") for e in examples)
     techniques = Counter(t for e in examples for t in e.get("techniques") or [])
-    toks = sorted(lengths(e) for e in examples)
+    toks = sorted(tokens if tokens is not None else (lengths(e) for e in examples))
     dist = {"exact": lengths.exact, "cutoff": cutoff, "min": 0, "median": 0, "p90": 0, "max": 0, "mean": 0.0,
             "over_cutoff": 0, "histogram": []}
     if toks:

@@ -176,3 +176,25 @@ def test_killed_import_leaves_the_old_version_intact(tmp_path, seed, how):
     assert counts(db) == before and before["orphan_rows"] == 0
     # and the store still takes the next write
     assert after.add([ex("after the crash")], "next") == 3
+
+
+class CountingLengths:
+    """A stand-in tokenizer that counts its calls (one token per word)."""
+
+    exact, ident = True, "words"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, e):
+        self.calls += 1
+        return sum(len(m["content"].split()) for m in e["messages"])
+
+
+def test_token_lengths_are_measured_once_per_example(ds):
+    lengths = CountingLengths()
+    assert ds.token_lengths(1, lengths) == [14] * 5 and lengths.calls == 5
+    v = ds.add([ex("one more request here")], "x")
+    assert ds.token_lengths(v, lengths) == [14] * 5 + [15] and lengths.calls == 6
+    fresh = DatasetStore(Store(ds.store.path))
+    assert fresh.token_lengths(v, lengths) == [14] * 5 + [15] and lengths.calls == 6

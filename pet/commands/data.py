@@ -133,7 +133,8 @@ def cmd_stats(args) -> int:
     eng = engine()
     ds = _datastore(eng)
     v = _version(ds, args)
-    st = stats(ds.get(v), _lengths(eng), cutoff)
+    lengths = _lengths(eng)
+    st = stats(ds.get(v), lengths, cutoff, ds.token_lengths(v, lengths))
     st["version"] = v
     if args.json:
         print(json.dumps(st, indent=2, ensure_ascii=False))
