@@ -1,0 +1,70 @@
+"""`python -m pet train`: fine-tune a LoRA adapter in the foreground (the Train tab runs the same command)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pet.commands import add
+
+# Flags are built from TrainConfig's fields, so a flag and a setting cannot drift apart.
+_TYPES = {"float": float, "int": int, "str": str, "int | None": int, "str | None": str, "float | None": float}
+
+
+def register(sub) -> None:
+    from pet.train.trainer import TrainConfig, config_fields
+
+    p = add(sub, "train", cmd_train, help="fine-tune a LoRA adapter on PET's examples (runs in the foreground)")
+    src = p.add_mutually_exclusive_group()
+    length = p.add_mutually_exclusive_group()
+    defaults = TrainConfig()
+    for f in config_fields():
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata["help"]
+        default = getattr(defaults, f.name)
+        if default not in (None, False):
+            help_ += f" (default: {default})"
+        group = src if f.name in ("tier", "base") else length if f.name in ("epochs", "max_steps") else p
+        if f.type in ("bool",):
+            group.add_argument(flag, action="store_true", default=None, help=help_)
+        elif f.name in ("device", "precision"):
+            group.add_argument(flag, choices=["auto", "cpu", "cuda"] if f.name == "device" else ["auto", "bf16", "fp32"],
+                               default=None, help=help_)
+        else:
+            group.add_argument(flag, type=_TYPES[f.type], default=None, metavar=f.name.upper(), help=help_)
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+
+
+def config_from_args(args):
+    from pet.train.trainer import TrainConfig, config_fields
+
+    kw = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
+    if kw.get("base"):
+        kw["tier"] = None
+    if kw.get("max_steps"):
+        kw.setdefault("epochs", TrainConfig.epochs)
+    cfg = TrainConfig(**kw)
+    problems = cfg.problems()
+    if problems:
+        # Name the flag, not the field: "argument --lora-r: must be ..."
+        msgs = []
+        for p in problems:
+            name, _, why = p.partition(": ")
+            flags = " / ".join("--" + n.replace("_", "-") for n in name.split("/"))
+            msgs.append(f"argument {flags}: {why}")
+        args._parser.error("; ".join(msgs))
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from pet.train.trainer import train
+
+    cfg = config_from_args(args)
+    summary = train(cfg, quiet=bool(os.environ.get("PET_TRAIN_QUIET")))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"{summary['status']}: {summary['steps']} steps, held-out loss {summary['eval_loss_before']:.4f} -> "
+              f"{summary['eval_loss_after']:.4f}, {summary['train_tokens_per_s'] or 0:.0f} tokens/s\n"
+              f"adapter: {summary['adapter']}")
+    return 0 if summary["status"] == "finished" else 130

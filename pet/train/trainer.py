@@ -1,0 +1,620 @@
+"""The training child: LoRA on a causal LM, writing everything to its run folder.
+
+`python -m pet train ...` runs this in the foreground; the Train tab starts the same command as a
+subprocess (pet/train/jobs.py) and reads the folder. A run folder holds:
+  config.json, metrics.jsonl (one JSON line per optimizer step, then a final line), train.log,
+  status.json (running/finished/failed/cancelled + pid), data_sha256, final_eval.json,
+  adapter/ (PEFT files + pet_adapter.json with the base model's identity).
+
+Why a hand-written loop and not transformers' Trainer/TRL: what makes LoRA fast on a CPU here is
+(1) logits only where a loss is taken (Gemma 3's LM head over a 262k vocabulary costs more than
+all its layers), (2) bf16 autocast on CPUs with avx512_bf16 (about 2x fp32), (3) no gradient
+checkpointing and length-grouped batches (little padding). A Trainer with a custom compute_loss
+can do (1)-(3) too; the loop is used because cancel-and-keep-the-adapter, held-out loss before the
+first step, keep-best and early stopping are a few plain lines here instead of callbacks around
+Trainer's own checkpointing. It stays on `accelerate` (Accelerator), so `accelerate launch`
+spreads it over several GPUs unchanged; bench/train_vs_trl.py measures it against TRL's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pet import PetError
+
+IGNORE = -100
+RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter")
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+log = logging.getLogger("pet.train")
+
+
+def _f(default, help: str, flag: str | None = None, **meta):
+    return field(default=default, metadata={"help": help, "flag": flag, **meta})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; the CLI flags and the Train tab's explanations come from these fields."""
+
+    tier: str | None = _f("enhanced", "tier whose model, chat template and system prompt to train on")
+    base: str | None = _f(None, "model to train instead of a tier's (a folder, a .gguf file or a hub id)")
+    data: str | None = _f(None, "examples file (.jsonl with {\"messages\": [...]}); default: the shipped examples")
+    epochs: float = _f(2.0, "passes over the training split (ignored when max_steps is set)")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps")
+    lora_r: int = _f(16, "LoRA rank: the adapter's capacity; 8-32 is typical")
+    lora_alpha: int = _f(32, "LoRA scale numerator: the update is scaled by alpha/r (2x r is a common choice)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA input during training, against overfitting small data")
+    target_modules: str = _f(",".join(ALL_LINEAR), "comma-separated linear layers that get LoRA (all linear layers of a block by default)")
+    lr: float = _f(2e-4, "peak learning rate (linear warm-up, then linear decay)")
+    warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
+    batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
+    grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
+    max_seq_len: int = _f(512, "longest tokenised example kept; longer ones are truncated")
+    seed: int = _f(0, "random seed for LoRA init, shuffling and dropout")
+    eval_every: int | None = _f(None, "held-out loss every N steps (default: about 8 times per run)")
+    early_stop: int | None = _f(None, "stop when the held-out loss has not improved for N evaluations")
+    keep_best: bool = _f(False, "keep the adapter from the step with the lowest held-out loss")
+    device: str = _f("auto", "auto, cpu or cuda (cuda uses unsloth 4-bit QLoRA when it is installed)")
+    precision: str = _f("auto", "auto (bf16 where the hardware supports it, else fp32), bf16 or fp32")
+    out: str | None = _f(None, "run folder (default: PET_HOME/runs/<run_id>)")
+    system_prompt: str | None = _f(None, "system prompt for examples without one (default: the tier's)")
+
+    def problems(self) -> list[str]:
+        p = []
+        checks = [
+            ("epochs", self.epochs > 0, "must be > 0"),
+            ("max_steps", self.max_steps is None or self.max_steps > 0, "must be > 0"),
+            ("lora_r", 0 < self.lora_r <= 1024, "must be between 1 and 1024"),
+            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            ("lr", 0 < self.lr <= 1, "must be in (0, 1]"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
+            ("batch_size", 0 < self.batch_size <= 1024, "must be between 1 and 1024"),
+            ("grad_accum", 0 < self.grad_accum <= 1024, "must be between 1 and 1024"),
+            ("max_seq_len", 16 <= self.max_seq_len <= 131072, "must be between 16 and 131072"),
+            ("seed", 0 <= self.seed < 2**31, "must be between 0 and 2^31-1"),
+            ("eval_every", self.eval_every is None or self.eval_every > 0, "must be > 0"),
+            ("early_stop", self.early_stop is None or self.early_stop > 0, "must be > 0"),
+            ("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
+            ("precision", self.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
+            ("target_modules", bool(self.modules()), "name at least one linear layer, e.g. q_proj,v_proj"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                p.append(f"{name}: {why}, got {getattr(self, name)!r}")
+        if self.tier and self.base:
+            p.append("tier/base: give one of them, not both")
+        return p
+
+    def modules(self) -> list[str]:
+        return [m.strip() for m in str(self.target_modules).split(",") if m.strip()]
+
+    def check(self) -> TrainConfig:
+        p = self.problems()
+        if p:
+            raise PetError("bad training settings:\n" + "\n".join(f"  - {x}" for x in p))
+        return self
+
+
+def config_fields():
+    return [f for f in fields(TrainConfig)]
+
+
+# -- data ------------------------------------------------------------------------------------------
+def label_tokens(tokenizer, text: str, spans: list[tuple[int, int]], max_len: int) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered conversation and labels that keep only tokens inside the assistant spans.
+
+    A token is trained on when it starts inside a span (character offsets from the fast tokenizer),
+    so the loss covers exactly the assistant text and its end-of-turn marker.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(enc["input_ids"])[:max_len]
+    labels = []
+    for tok, (start, _end) in zip(ids, enc["offset_mapping"]):
+        inside = any(s <= start < e for s, e in spans)
+        labels.append(tok if inside else IGNORE)
+    return ids, labels
+
+
+def encode(examples: list[dict], tokenizer, template, system: str | None, max_len: int):
+    """Render each example exactly as the tier serves it (its template, its system prompt) and label it."""
+    from pet.templates import with_system
+
+    out, dropped = [], 0
+    for ex in examples:
+        text, spans = template.training_text(with_system(ex["messages"], system))
+        ids, labels = label_tokens(tokenizer, text, spans, max_len)
+        if all(x == IGNORE for x in labels[1:]):
+            dropped += 1  # nothing left to learn after truncation
+            continue
+        out.append((ids, labels))
+    return out, dropped
+
+
+def length_grouped_batches(n_items: int, lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within windows of 16 batches so a batch holds similar lengths (little padding)."""
+    idx = list(range(n_items))
+    rng.shuffle(idx)
+    window = batch_size * 16
+    batches = []
+    for w in range(0, len(idx), window):
+        chunk = sorted(idx[w:w + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, (i, lab) in enumerate(items):
+        ids[row, :len(i)] = torch.tensor(i)
+        labels[row, :len(lab)] = torch.tensor(lab)
+        mask[row, :len(i)] = 1
+    return ids, mask, labels
+
+
+# -- model -------------------------------------------------------------------------------------------
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are fast only with avx512_bf16 or AMX; elsewhere bf16 autocast is slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def make_label_loss(causal_lm):
+    """A Module: summed cross-entropy over label positions, with the LM head applied only there.
+
+    A Module (not a function) so DistributedDataParallel wraps the whole forward under `accelerate launch`.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    class _LabelLoss(torch.nn.Module):
+        def __init__(self, lm):
+            super().__init__()
+            self.lm = lm
+
+        def forward(self, input_ids, attention_mask, labels):
+            inner = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+            body, head = inner.get_decoder(), inner.get_output_embeddings()
+            hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            target = labels[:, 1:]
+            keep = target != IGNORE
+            h = hidden[:, :-1][keep]
+            logits = head(h).float()
+            cap = getattr(inner.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            loss = F.cross_entropy(logits, target[keep], reduction="sum")
+            return loss, keep.sum()
+
+    return _LabelLoss(causal_lm)
+
+
+def pick_device(want: str) -> str:
+    import torch
+
+    if want == "cuda" and not torch.cuda.is_available():
+        raise PetError("--device cuda: CUDA is not available here (torch.cuda.is_available() is False); "
+                       "use --device cpu or --device auto, or install a CUDA build of torch")
+    if want == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return want
+
+
+def load_model(folder: str, cfg: TrainConfig, device: str, use_bf16: bool):
+    """The base model with fresh LoRA layers. CUDA + unsloth: 4-bit QLoRA; otherwise plain PEFT."""
+    import importlib.util
+
+    import torch
+
+    if device == "cuda" and importlib.util.find_spec("unsloth") is not None:
+        from unsloth import FastLanguageModel  # imported only here: it patches transformers on import
+
+        model, _tok = FastLanguageModel.from_pretrained(folder, max_seq_length=cfg.max_seq_len, load_in_4bit=True,
+                                                        dtype=None)
+        model = FastLanguageModel.get_peft_model(model, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=cfg.lora_dropout, target_modules=cfg.modules(),
+                                                 bias="none", use_gradient_checkpointing="unsloth",
+                                                 random_state=cfg.seed)
+        return model, "unsloth-qlora-4bit"
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # Frozen base weights in bf16 when bf16 is in use: autocast would otherwise re-cast every weight
+    # on every step. The LoRA weights stay fp32 (PEFT keeps adapter dtype), so updates keep precision.
+    dtype = torch.bfloat16 if use_bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    model.to(device)
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.modules() if m not in names]
+    if missing:
+        raise PetError(f"--target-modules: {', '.join(missing)} not found in this model; "
+                       f"it has e.g. {', '.join(sorted(n for n in names if n.endswith('proj'))[:8])}")
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.modules(), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), f"peft-lora-{'bf16' if use_bf16 else 'fp32'}"
+
+
+# -- the run folder ----------------------------------------------------------------------------------
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class RunFolder:
+    def __init__(self, path: Path, main: bool = True):
+        self.path = path
+        self.main = main
+        path.mkdir(parents=True, exist_ok=True)
+
+    def status(self, state: str, **extra) -> None:
+        if self.main:
+            cur = {}
+            try:
+                cur = json.loads((self.path / "status.json").read_text())
+            except (OSError, ValueError):
+                pass
+            cur.update(state=state, pid=os.getpid(), updated=time.time(), **extra)
+            write_json(self.path / "status.json", cur)
+
+    def metric(self, **row) -> None:
+        if self.main:
+            with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+
+# -- the run -----------------------------------------------------------------------------------------
+class Stop:
+    """Set by SIGTERM/SIGINT: the loop finishes its current forward/backward, saves and exits."""
+
+    requested = False
+
+    @classmethod
+    def install(cls) -> None:
+        def handler(signum, frame):
+            cls.requested = True
+            log.info("stop requested (signal %s): saving the adapter and exiting", signum)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def resolve_source(cfg: TrainConfig):
+    """(transformers folder, base identity, template, system prompt, label) for a tier or --base."""
+    from pet import models, templates
+    from pet.adapters import base_identity
+    from pet.config import Settings
+
+    settings = Settings.from_env()
+    models_dir, cache = settings.path("models"), settings.path("cache", "hf")
+    if cfg.base:
+        backend = "hf"
+        ref = models.resolve(cfg.base, backend, models_dir)
+        ident_ref = str(ref.path.resolve()) if ref.kind == "folder" else ref.ref
+        folder = models.hf_folder(ref, cache)
+        from transformers import AutoConfig, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(folder)
+        arch = getattr(AutoConfig.from_pretrained(folder), "model_type", None)
+        template = templates.choose(None, tok.chat_template, arch, tok.bos_token or "", tok.eos_token or "")
+        system = cfg.system_prompt or ""
+        return folder, base_identity(ident_ref, ref.path), template, system, cfg.base
+    from pet.engine import Engine
+
+    eng = Engine(settings)
+    spec = eng.tiers.spec(cfg.tier)
+    if spec.backend == "ollama":
+        raise PetError(f"tier {cfg.tier!r} runs on Ollama, whose weights PET cannot train: "
+                       "use --base with a Hugging Face id or a local model folder")
+    ref = models.resolve(spec.model, spec.backend, models_dir)
+    folder = models.hf_folder(ref, cache)
+    system = spec.system_prompt if cfg.system_prompt is None else cfg.system_prompt
+    return folder, base_identity(ref.ref, ref.path), eng.template_for(cfg.tier), system, f"tier {cfg.tier}"
+
+
+def load_examples(cfg: TrainConfig):
+    from pet import dataset
+
+    path = Path(cfg.data) if cfg.data else dataset.SHIPPED
+    if not path.exists():
+        raise PetError(f"--data: {path} not found; give a .jsonl file of {{\"messages\": [...]}} examples")
+    try:
+        examples = dataset.read_jsonl(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PetError(f"--data: {path} is not valid JSON lines ({e})")
+    bad = [i + 1 for i, e in enumerate(examples)
+           if not isinstance(e, dict) or not isinstance(e.get("messages"), list)
+           or not any(isinstance(m, dict) and m.get("role") == "assistant" for m in e["messages"])]
+    if bad:
+        raise PetError(f"--data: {path}: row(s) {', '.join(map(str, bad[:20]))} have no \"messages\" list with an "
+                       "assistant turn to learn from")
+    train, held = dataset.split(examples)
+    if not train or not held:
+        raise PetError(f"--data: {path}: {len(train)} training and {len(held)} held-out examples; "
+                       "need at least one of each (about 1 in 10 examples is held out by a stable hash)")
+    return path, train, held
+
+
+def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) -> dict:
+    """Run one training job to completion (or cancellation) and return the summary."""
+    cfg.check()
+    Stop.install()  # first: a cancel that arrives while torch imports still ends as "cancelled"
+    from pet.config import Settings
+
+    run_dir = Path(cfg.out) if cfg.out else (run_dir or Settings.from_env().path("runs") / new_run_id())
+    # Under `accelerate launch` only rank 0 writes the folder; RANK is set before any import.
+    main = os.environ.get("RANK", "0") == "0"
+    run = RunFolder(run_dir, main=main)
+    handlers = [logging.FileHandler(run_dir / "train.log", encoding="utf-8")] if main else []
+    if not quiet:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    run.status("running", started=time.time())
+    try:
+        import torch
+        from accelerate import Accelerator
+
+        device = pick_device(cfg.device)
+        acc = Accelerator(cpu=device == "cpu")
+        summary = _train(cfg, run, acc, device, torch)
+    except BaseException as e:
+        msg = str(e) if isinstance(e, PetError) else f"{type(e).__name__}: {e}"
+        log.error("run failed: %s", msg)
+        if not isinstance(e, PetError):
+            log.error("%s", traceback.format_exc())
+        run.status("failed", error=msg, finished=time.time())
+        raise
+    finally:
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
+    return summary
+
+
+def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
+    from pet import dataset
+    from pet.adapters import INFO_FILE
+
+    t_start = time.perf_counter()
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data_path, train_ex, held_ex = load_examples(cfg)
+    folder, base, template, system, label = resolve_source(cfg)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (
+        torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if not getattr(tok, "is_fast", False):
+        raise PetError(f"{folder}: the trainer needs a fast tokenizer (tokenizer.json) for character offsets")
+    train_set, dropped = encode(train_ex, tok, template, system, cfg.max_seq_len)
+    held_set, _ = encode(held_ex, tok, template, system, cfg.max_seq_len)
+    if not train_set:
+        raise PetError(f"--max-seq-len {cfg.max_seq_len}: every example was truncated before its answer; raise it")
+    sha = dataset.examples_sha256(train_ex)
+    config = {**asdict(cfg), "resolved": {
+        "source": label, "model_folder": folder, "base": base, "template": template.name, "system_prompt": system,
+        "data_path": str(data_path), "train_examples": len(train_ex), "heldout_examples": len(held_ex),
+        "dropped_examples": dropped, "device": device, "precision": "bf16" if use_bf16 else "fp32",
+        "world_size": acc.num_processes}}
+    if acc.is_main_process:
+        write_json(run.path / "config.json", config)
+        (run.path / "data_sha256").write_text(sha + "\n")
+    log.info("data %s: %d train, %d held-out examples (%d dropped: no answer left after truncation); sha256 %s",
+             data_path, len(train_ex), len(held_ex), dropped, sha[:16])
+    model, method = load_model(folder, cfg, device, use_bf16)
+    log.info("model %s (%s) from %s, %s on %s", label, method, folder, config["resolved"]["precision"], device)
+    lora_params = [p for p in model.parameters() if p.requires_grad]
+    for p in lora_params:  # LoRA weights train in fp32 even when the frozen base is bf16
+        p.data = p.data.float()
+    opt = torch.optim.AdamW(lora_params, lr=cfg.lr, weight_decay=0.0)
+    loss_mod = make_label_loss(model)
+    loss_mod, opt = acc.prepare(loss_mod, opt)
+    autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if use_bf16 else None
+
+    rng = random.Random(cfg.seed)
+    lengths = [len(ids) for ids, _ in train_set]
+    per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / acc.num_processes / cfg.grad_accum)
+    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    eval_every = cfg.eval_every or max(1, total // 8)
+    warmup = int(total * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def forward(batch):
+        ids, mask, labels = (t.to(device) for t in collate(batch, pad))
+        if autocast:
+            with autocast():
+                loss_sum, n = loss_mod(ids, mask, labels)
+        else:
+            loss_sum, n = loss_mod(ids, mask, labels)
+        return loss_sum, n, int(mask.sum())
+
+    def evaluate() -> float | None:
+        if not held_set:
+            return None
+        loss_mod.eval()
+        tot, cnt = 0.0, 0
+        with torch.no_grad():
+            order = sorted(range(len(held_set)), key=lambda i: len(held_set[i][0]))
+            for b in range(0, len(order), cfg.batch_size):
+                if Stop.requested and cnt:
+                    break  # a cancel must not wait for a full evaluation
+                loss_sum, n, _ = forward([held_set[i] for i in order[b:b + cfg.batch_size]])
+                tot, cnt = tot + float(loss_sum), cnt + int(n)
+        loss_mod.train()
+        if acc.num_processes > 1:
+            t = acc.reduce(torch.tensor([tot, cnt], device=device, dtype=torch.float64), "sum")
+            tot, cnt = float(t[0]), int(t[1])
+        return tot / max(1, cnt)
+
+    run.status("running", total_steps=total, step=0)
+    log.info("held-out loss before training...")
+    t0 = time.perf_counter()
+    before = evaluate()
+    eval_s = time.perf_counter() - t0
+    log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", before, eval_s, total, per_epoch)
+    run.metric(step=0, epoch=0.0, eval_loss=before, lr=0.0, elapsed_s=round(time.perf_counter() - t_start, 2))
+    evals = [(0, before)]
+    best = (before, 0, None)  # (loss, step, LoRA state snapshot)
+    since_best, stopped_early = 0, False
+    step, epoch, micro = 0, 0, 0
+    warm_tokens, warm_time, step_times = 0, 0.0, []
+    loss_mod.train()
+    done = False
+    while not done and not Stop.requested:
+        batches = length_grouped_batches(len(train_set), lengths, cfg.batch_size, rng)
+        batches = batches[acc.process_index::acc.num_processes]
+        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+        for gi, group in enumerate(groups):
+            t_step = time.perf_counter()
+            step_loss, step_n, step_tokens = 0.0, 0, 0
+            n_labels = sum(sum(1 for x in lab[1:] if x != IGNORE) for b in group for _, lab in (train_set[i] for i in b))
+            for k, b in enumerate(group):
+                if Stop.requested:
+                    break
+                sync = k == len(group) - 1
+                ctx = acc.no_sync(loss_mod) if not sync and acc.num_processes > 1 else _null()
+                with ctx:
+                    loss_sum, n, tokens = forward([train_set[i] for i in b])
+                    # Mean over the label tokens of the whole accumulated step, so short and long
+                    # examples weigh per token, whatever the grouping.
+                    acc.backward(loss_sum / max(1, n_labels))
+                step_loss, step_n, step_tokens = step_loss + float(loss_sum.detach()), step_n + int(n), step_tokens + tokens
+                micro += 1
+            if Stop.requested:
+                break
+            lr_used = sched.get_last_lr()[0]
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            dt = time.perf_counter() - t_step
+            if step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
+                warm_tokens += step_tokens * acc.num_processes
+                warm_time += dt
+                step_times.append(dt)
+            rate = warm_tokens / warm_time if warm_time else step_tokens / dt
+            avg = (sum(step_times) / len(step_times)) if step_times else dt
+            n_evals_left = (total - step) // eval_every
+            row = dict(step=step, epoch=round(epoch + (gi + 1) / len(groups), 3), loss=round(step_loss / max(1, step_n), 5),
+                       lr=lr_used, tokens_per_s=round(rate, 1),
+                       eta_s=round(avg * (total - step) + eval_s * n_evals_left, 1),
+                       elapsed_s=round(time.perf_counter() - t_start, 2))
+            if step % eval_every == 0 or step == total:
+                t0 = time.perf_counter()
+                row["eval_loss"] = evaluate()
+                eval_s = time.perf_counter() - t0
+                evals.append((step, row["eval_loss"]))
+                if row["eval_loss"] < best[0]:
+                    snap = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k} \
+                        if cfg.keep_best else None
+                    best, since_best = (row["eval_loss"], step, snap), 0
+                else:
+                    since_best += 1
+                log.info("step %d/%d loss %.4f held-out %.4f lr %.2e %.0f tok/s", step, total, row["loss"],
+                         row["eval_loss"], row["lr"], rate)
+            else:
+                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, row["loss"], row["lr"], rate)
+            run.metric(**row)
+            run.status("running", total_steps=total, step=step, eta_s=row["eta_s"])
+            if cfg.early_stop and since_best >= cfg.early_stop:
+                log.info("early stop: no held-out improvement in %d evaluations", cfg.early_stop)
+                stopped_early = done = True
+                break
+            if step >= total:
+                done = True
+                break
+        epoch += 1
+
+    cancelled = Stop.requested and not done
+    if cancelled:
+        # Cancel must be quick: keep the last measured held-out loss instead of a new evaluation.
+        after_step, after = evals[-1]
+    elif evals[-1][0] == step:
+        after_step, after = evals[-1]
+    else:
+        after_step, after = step, evaluate()
+        evals.append((step, after))
+    chosen = step
+    if cfg.keep_best and best[2] is not None and best[0] < after:
+        model.load_state_dict(best[2], strict=False)
+        after_step, after, chosen = best[1], best[0], best[1]
+        log.info("keep-best: adapter from step %d (held-out %.4f)", chosen, after)
+    final = {"eval_loss_before": before, "eval_loss_after": after, "eval_loss_after_step": after_step,
+             "adapter_step": chosen, "steps": step, "total_steps": total, "cancelled": cancelled,
+             "stopped_early": stopped_early, "evals": [{"step": s, "eval_loss": v} for s, v in evals],
+             "train_tokens_per_s": round(warm_tokens / warm_time, 1) if warm_time else None,
+             "train_seconds": round(time.perf_counter() - t_start, 1), "method": method}
+    if acc.is_main_process:
+        meta = {"name": run.path.name, "base": base, "method": method, "template": template.name,
+                "model_type": getattr(getattr(model, "config", None), "model_type", None),
+                "system_prompt": system, "data_sha256": sha, "data_path": str(data_path),
+                "eval_loss_before": before, "eval_loss_after": after, "steps": step, "lora_r": cfg.lora_r,
+                "lora_alpha": cfg.lora_alpha, "target_modules": cfg.modules(), "created": time.time()}
+        save_adapter(acc.unwrap_model(loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
+        write_json(run.path / "final_eval.json", final)
+        run.metric(final=True, step=step, eval_loss=after, eval_loss_before=before,
+                   tokens_per_s=final["train_tokens_per_s"], elapsed_s=final["train_seconds"],
+                   state="cancelled" if cancelled else "finished")
+        run.status("cancelled" if cancelled else "finished", step=step, finished=time.time())
+    log.info("%s after %d steps: held-out %.4f -> %.4f; adapter in %s", "cancelled" if cancelled else "finished",
+             step, before, after, run.path / "adapter")
+    return {"run_dir": str(run.path), "adapter": str(run.path / "adapter"), "status": "cancelled" if cancelled else "finished",
+            **{k: final[k] for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps")}}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> None:
+    """Write the PEFT adapter and its identity file to a temp folder, then swap it in whole."""
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    peft_model.save_pretrained(tmp)
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+    # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
+    cfg_path = tmp / "adapter_config.json"
+    peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
+    write_json(cfg_path, peft_cfg)
+    write_json(tmp / info_file, meta)
+    old = target.with_name(target.name + f".old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
