@@ -17,6 +17,7 @@ from pet.engine import Engine
 TABS = (
     ("chat", "Chat"),
     ("data", "Data"),
+    ("train", "Train"),
     ("compare", "Compare"),
     ("arena", "Arena"),
 )
@@ -31,7 +32,11 @@ def build_app(engine: Engine) -> gr.Blocks:
                     elem_id="pet-header")
         for module, label in TABS:
             with gr.Tab(label, id=module, elem_id=f"tab-{module}"):
-                importlib.import_module(f"pages.{module}").build(engine)
+                parts = importlib.import_module(f"pages.{module}").build(engine) or {}
+            # A tab that shows stored data (leaderboard, saved lists) fills it on every page load.
+            if "on_load" in parts:
+                fn, outputs = parts["on_load"]
+                demo.load(fn, None, outputs, api_name=False, show_progress="hidden")
     return demo
 
 

@@ -280,4 +280,5 @@ def build(engine) -> dict:
     judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
         refresh_board, None, board_outs, api_name=False)
     export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
-    return {"new": new, "buttons": buttons, "state": state, "refresh": refresh}
+    return {"new": new, "buttons": buttons, "state": state, "refresh": refresh,
+            "on_load": (refresh_board, board_outs)}

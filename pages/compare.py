@@ -117,4 +117,5 @@ def build(engine) -> dict:
     # Opening the list re-reads it, so comparisons saved in other sessions (or the CLI) show up.
     saved.focus(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False,
                 show_progress="hidden")
-    return {"prompt": prompt, "tiers": tiers, "run": run, "answers": answers, "saved": saved}
+    return {"prompt": prompt, "tiers": tiers, "run": run, "answers": answers, "saved": saved,
+            "on_load": (lambda: gr.Dropdown(choices=saved_choices(engine.store)), [saved])}
