@@ -193,6 +193,23 @@ def load_tiers(path: str | Path | None = None) -> list[TierSpec]:
     return parse_tiers(data, path.parent, str(path))
 
 
+OVERLAY_FILE = "tiers.local.toml"
+
+
+def merge_overlay(specs: list[TierSpec], overlay: Path) -> list[TierSpec]:
+    """Tiers the app itself saved (PET_HOME/tiers.local.toml, e.g. a fine-tune made the enhanced tier):
+    each [tiers.NAME] there replaces the tier of that name or adds a new one."""
+    if not overlay.exists():
+        return specs
+    try:
+        data = tomllib.loads(overlay.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError([f"cannot read {overlay}: {e}; fix or delete it to go back to the tiers file"])
+    extra = {s.name: s for s in parse_tiers(data, overlay.parent, str(overlay))}
+    merged = [extra.pop(s.name, s) for s in specs]
+    return merged + list(extra.values())
+
+
 def default_home() -> Path:
     if os.environ.get("PET_HOME"):
         return Path(os.environ["PET_HOME"]).expanduser()

@@ -7,7 +7,7 @@ from functools import cached_property
 
 from pet import PetError, templates
 from pet.backends.base import Answer, Chunk, collect
-from pet.config import GenParams, Settings, load_tiers
+from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
 from pet.tiers import Registry
 
@@ -15,7 +15,7 @@ from pet.tiers import Registry
 class Engine:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        specs = load_tiers(self.settings.tiers_path)
+        specs = merge_overlay(load_tiers(self.settings.tiers_path), self.settings.home / OVERLAY_FILE)
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
         self._vocabs: dict[str, tuple] = {}
 

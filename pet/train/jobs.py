@@ -196,3 +196,106 @@ def cancel(home: Path, run_id: str, wait_s: float = 0.0) -> dict:
     while time.monotonic() < deadline and info(run_dir)["state"] in LIVE:
         time.sleep(0.2)
     return info(run_dir)
+
+
+# -- using a finished run's adapter ------------------------------------------------------------------
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def save_overlay_tier(overlay: Path, spec) -> None:
+    """Write (or replace) one tier in PET_HOME/tiers.local.toml, atomically, keeping the others."""
+    import tomllib
+
+    tables = {}
+    if overlay.exists():
+        tables = tomllib.loads(overlay.read_text(encoding="utf-8")).get("tiers", {})
+    entry = {"backend": spec.backend, "model": spec.model, "system_prompt": spec.system_prompt,
+             "adapter": spec.adapter, "template": spec.template, "description": spec.description, "host": spec.host,
+             "params": {k: v for k, v in spec.params.as_dict().items() if v is not None}}
+    tables[spec.name] = {k: v for k, v in entry.items() if v not in (None, "")}
+    lines = ["# Tiers saved by PET Studio (a fine-tuned adapter made a tier). Each table replaces or adds",
+             "# the tier of that name in the tiers file. Delete a table to go back to the file's version.", ""]
+    for name, t in tables.items():
+        lines.append(f"[tiers.{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in t.items() if k != "params"]
+        if t.get("params"):
+            lines.append(f"[tiers.{name}.params]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in t["params"].items()]
+        lines.append("")
+    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}")
+    tmp.write_text("\n".join(lines), encoding="utf-8")
+    os.replace(tmp, overlay)
+
+
+def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | None = None):
+    """Put a finished run's adapter on a tier: hot-swapped now and saved so a restart keeps it.
+
+    target: the tier that gets the adapter (its backend, model and params stay); with new_name, a new
+    tier is added as a copy of target with the adapter, so both can be compared.
+    """
+    from dataclasses import replace
+
+    from pet import models
+    from pet.adapters import base_identity, check_base, read_adapter
+    from pet.config import OVERLAY_FILE
+
+    run = info(runs_dir(engine.settings.home) / run_id)
+    if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
+        raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
+    adapter = read_adapter(run["adapter"])
+    spec = engine.tiers.spec(target)
+    if spec.backend == "ollama":
+        raise PetError(f"tier {target!r} runs on Ollama, which cannot apply a LoRA adapter: choose a llama.cpp "
+                       "or hf tier")
+    ref = models.resolve(spec.model, spec.backend, engine.settings.path("models"))
+    check_base(adapter, base_identity(ref.ref, ref.path))
+    name = new_name or target
+    if new_name:
+        if not new_name.replace("-", "").replace("_", "").isalnum():
+            raise PetError(f"tier name {new_name!r}: use letters, digits, '-' and '_' only")
+        if new_name in engine.tiers.names():
+            raise PetError(f"a tier named {new_name!r} exists already; choose another name")
+    final = run["final"]
+    desc = (f"{spec.description.split(' [adapter')[0]} [adapter {run_id}: held-out loss "
+            f"{final.get('eval_loss_before', float('nan')):.3f} -> {final.get('eval_loss_after', float('nan')):.3f}]")
+    new = replace(spec, name=name, adapter=str(adapter.path), description=desc,
+                  system_prompt=adapter.meta.get("system_prompt", spec.system_prompt))
+    engine.tiers.put(new)
+    save_overlay_tier(engine.settings.home / OVERLAY_FILE, new)
+    return new
+
+
+# -- before starting: how long and how much memory -----------------------------------------------------
+DEFAULT_TOKENS_PER_S = {"bf16": 130.0, "fp32": 65.0}  # Gemma 3 270M LoRA, batch 1, on this project's 2-core CPU
+
+
+def estimate(examples: list[dict], cfg: TrainConfig, params_m: float = 270.0, system_chars: int = 0,
+             measured_tokens_per_s: float | None = None) -> dict:
+    """A rough time and memory estimate from the data size and settings (about 4 characters a token)."""
+    import math
+
+    from pet import dataset
+    from pet.train.trainer import cpu_supports_bf16
+
+    train, held = dataset.split(examples)
+    chars = [sum(len(m.get("content", "")) for m in e["messages"]) + system_chars + 60 for e in train]
+    tokens = [min(cfg.max_seq_len, c // 4) for c in chars] or [0]
+    per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / cfg.grad_accum)
+    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    train_tokens = steps * cfg.batch_size * cfg.grad_accum * (sum(tokens) / len(tokens))
+    precision = "bf16" if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_supports_bf16()) else "fp32"
+    rate = measured_tokens_per_s or DEFAULT_TOKENS_PER_S[precision] * 270.0 / max(params_m, 1.0)
+    eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / (cfg.eval_every or max(1, steps // 8))) + 1)
+    seconds = train_tokens / rate + eval_tokens / (rate * 3)  # a forward pass costs about a third of a step
+    weight_gb = params_m * 1e6 * (2 if precision == "bf16" else 4) / 1e9
+    # Activations kept for backward grow with batch x sequence; the logits exist only at label positions.
+    act_gb = cfg.batch_size * max(tokens) * params_m * 1e6 / 1e9 * 0.02
+    mem_gb = 1.2 + weight_gb * 1.2 + act_gb  # + Python, torch and the tokenizer
+    return {"train_examples": len(train), "heldout_examples": len(held), "steps": steps,
+            "tokens": int(train_tokens), "seconds": seconds, "memory_gb": mem_gb, "precision": precision,
+            "tokens_per_s": rate, "measured": measured_tokens_per_s is not None}

@@ -1,0 +1,286 @@
+"""Train tab: fine-tune a LoRA on a dataset version in the background, watch it live, use the result.
+
+The job talks through its run folder (pet/train/jobs.py): a timer reads it every second, so a reload,
+a second tab or an app restart finds the running job again.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import fields
+
+import gradio as gr
+
+from pet import PetError
+from pet.train import jobs
+from pet.train.trainer import TrainConfig
+
+HYPER = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs", "max_steps", "batch_size",
+         "grad_accum", "max_seq_len", "seed")
+SHIPPED = "shipped"  # the dataset choice when no datastore version exists
+_HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
+
+
+def trainable_tiers(engine) -> list[str]:
+    return [n for n in engine.tiers.names() if engine.tiers.spec(n).backend in ("llamacpp", "hf")]
+
+
+def dataset_choices(engine) -> list[tuple[str, str]]:
+    try:
+        from pet.datastore import DatasetStore
+
+        vs = DatasetStore(engine.store).versions()
+    except (ImportError, PetError):
+        vs = []
+    out = [(f"v{v['id']}{' · ' + v['name'] if v.get('name') else ''} · {v['examples']} examples"
+            f"{' · ' + v['note'] if v.get('note') else ''}", str(v["id"])) for v in vs]
+    return out or [("shipped examples (data/pet_examples.jsonl)", SHIPPED)]
+
+
+def load_examples(engine, version: str) -> list[dict]:
+    if version in (None, "", SHIPPED):
+        from pet import dataset
+
+        return dataset.read_jsonl(dataset.SHIPPED)
+    from pet.datastore import DatasetStore
+
+    return DatasetStore(engine.store).get(int(version))
+
+
+def make_config(tier, values: dict) -> TrainConfig:
+    kw = {k: v for k, v in values.items() if v is not None}
+    kw["max_steps"] = int(kw["max_steps"]) if kw.get("max_steps") else None
+    for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "seed"):
+        if k in kw:
+            kw[k] = int(kw[k])
+    return TrainConfig(tier=tier, **kw).check()
+
+
+def fmt_s(s) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h {s % 3600 // 60}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def progress_html(run: dict | None) -> str:
+    if not run:
+        return '<div id="train-progress-box" class="pet-progress"><span>No training job yet.</span></div>'
+    total = run.get("total_steps") or 0
+    step = run.get("step") or 0
+    pct = 100.0 * step / total if total else 0.0
+    state = run["state"]
+    parts = [f"run {run['id']}", state, f"step {step}/{total or '?'}"]
+    if state in jobs.LIVE:
+        parts.append(f"ETA {fmt_s(run.get('eta_s'))}")
+    if run.get("tokens_per_s"):
+        parts.append(f"{run['tokens_per_s']:.0f} tokens/s")
+    final = run.get("final") or {}
+    if final.get("eval_loss_after") is not None:
+        parts.append(f"held-out loss {final['eval_loss_before']:.3f} → {final['eval_loss_after']:.3f}")
+    if state in ("failed", "interrupted"):
+        why = run.get("error") or "the training process is gone (the machine or app was restarted or it was killed)"
+        parts.append(f"error: {why}")
+    text = html.escape(" · ".join(parts))
+    color = {"failed": "#c0392b", "interrupted": "#c0392b", "cancelled": "#7f8c8d"}.get(state, "#2e86de")
+    return (f'<div id="train-progress-box" class="pet-progress" data-state="{html.escape(state)}">'
+            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+            f'<div style="width:{pct:.1f}%;background:{color};height:14px"></div></div>'
+            f'<span id="train-progress-text">{text}</span></div>')
+
+
+def loss_figure(run: dict | None):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    rows = (run or {}).get("metrics", [])
+    tr = [r for r in rows if "loss" in r and not r.get("final")]
+    ev = [r for r in rows if r.get("eval_loss") is not None and not r.get("final")]
+    fig.add_trace(go.Scatter(x=[r["step"] for r in tr], y=[r["loss"] for r in tr], name="train loss",
+                             mode="lines"))
+    fig.add_trace(go.Scatter(x=[r["step"] for r in ev], y=[r["eval_loss"] for r in ev], name="held-out loss",
+                             mode="lines+markers"))
+    fig.update_layout(height=320, margin=dict(l=40, r=10, t=30, b=40), xaxis_title="step", yaxis_title="loss",
+                      title=f"run {run['id']}" if run else "no run yet", legend=dict(orientation="h"))
+    return fig
+
+
+def history_rows(engine) -> list[list]:
+    out = []
+    for r in jobs.list_runs(engine.settings.home):
+        f = r.get("final") or {}
+        src = (r.get("config") or {}).get("resolved", {}).get("source", "")
+        out.append([r["id"], r["state"], src, r.get("step"),
+                    None if f.get("eval_loss_before") is None else round(f["eval_loss_before"], 4),
+                    None if f.get("eval_loss_after") is None else round(f["eval_loss_after"], 4)])
+    return out
+
+
+def estimate_md(engine, tier, version, values) -> str:
+    try:
+        cfg = make_config(tier, values)
+        examples = load_examples(engine, version)
+        spec = engine.tiers.spec(tier)
+    except (PetError, ValueError, TypeError) as e:
+        return f"⚠️ {e}"
+    measured = [r.get("final", {}).get("train_tokens_per_s") for r in jobs.list_runs(engine.settings.home)
+                if (r.get("config") or {}).get("tier") == tier and r.get("final", {}).get("train_tokens_per_s")]
+    est = jobs.estimate(examples, cfg, system_chars=len(spec.system_prompt),
+                        measured_tokens_per_s=measured[0] if measured else None)
+    rate = f"{est['tokens_per_s']:.0f} tokens/s ({'this tier’s last run' if est['measured'] else 'typical for Gemma 3 270M on 2 CPU cores'})"
+    return (f"**Estimate:** {est['train_examples']} training / {est['heldout_examples']} held-out examples, "
+            f"{est['steps']} steps, ~{est['tokens']:,} tokens at {rate}: about **{fmt_s(est['seconds'])}**, "
+            f"peak memory about **{est['memory_gb']:.1f} GB** ({est['precision']}).")
+
+
+def build(engine) -> dict:
+    home = engine.settings.home
+    tiers = trainable_tiers(engine)
+    default_tier = "enhanced" if "enhanced" in tiers else (tiers[0] if tiers else None)
+    choices = dataset_choices(engine)
+    defaults = TrainConfig()
+    watched = gr.State(None)  # run id this page shows; None = the running job, else the latest
+
+    gr.Markdown("Fine-tune a LoRA adapter on a dataset version. Training runs in the background: you can "
+                "reload the page or close it, and it will be here when you come back.")
+    with gr.Row():
+        tier = gr.Dropdown(tiers, value=default_tier, label="Base tier (its model, chat template and system prompt)",
+                           elem_id="train-tier")
+        version = gr.Dropdown(choices, value=choices[0][1], label="Dataset version", elem_id="train-data")
+        refresh_data = gr.Button("↻ versions", scale=0, elem_id="train-data-refresh")
+    with gr.Accordion("Hyperparameters", open=False):
+        with gr.Row():
+            lora_r = gr.Number(defaults.lora_r, label="LoRA r", info=_HELP["lora_r"], precision=0, elem_id="train-r")
+            lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", info=_HELP["lora_alpha"], precision=0)
+            lora_dropout = gr.Number(defaults.lora_dropout, label="LoRA dropout", info=_HELP["lora_dropout"])
+            target_modules = gr.Textbox(defaults.target_modules, label="Target modules", info=_HELP["target_modules"])
+        with gr.Row():
+            lr = gr.Number(defaults.lr, label="Learning rate", info=_HELP["lr"])
+            epochs = gr.Number(defaults.epochs, label="Epochs", info=_HELP["epochs"])
+            max_steps = gr.Number(0, label="Max steps (0 = use epochs)", info=_HELP["max_steps"], precision=0,
+                                  elem_id="train-max-steps")
+            seed = gr.Number(defaults.seed, label="Seed", info=_HELP["seed"], precision=0)
+        with gr.Row():
+            batch_size = gr.Number(defaults.batch_size, label="Batch size", info=_HELP["batch_size"], precision=0)
+            grad_accum = gr.Number(defaults.grad_accum, label="Gradient accumulation", info=_HELP["grad_accum"],
+                                   precision=0)
+            max_seq_len = gr.Number(defaults.max_seq_len, label="Max sequence length", info=_HELP["max_seq_len"],
+                                    precision=0)
+    hyper = [lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
+             max_seq_len, seed]
+    estimate = gr.Markdown(lambda: estimate_md(engine, default_tier, choices[0][1],
+                                               {k: getattr(defaults, k) for k in HYPER}), elem_id="train-estimate")
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="train-start")
+        cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+    progress = gr.HTML(progress_html(None), elem_id="train-progress")
+    plot = gr.Plot(label="Loss", elem_id="train-plot")
+    with gr.Accordion("Log (last lines)", open=False):
+        log = gr.Code(label="train.log", language=None, elem_id="train-log", interactive=False)
+    with gr.Group(visible=False, elem_id="train-result") as result:
+        result_md = gr.Markdown(elem_id="train-result-text")
+        with gr.Row():
+            make_enhanced = gr.Button("Make this the enhanced tier", elem_id="train-use-enhanced")
+            new_name = gr.Textbox(label="or add it as a new tier named", placeholder="e.g. enhanced-v2", scale=1)
+            add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
+    with gr.Accordion("Run history", open=False):
+        history = gr.Dataframe(headers=["run", "state", "source", "steps", "held-out before", "held-out after"],
+                               value=lambda: history_rows(engine), interactive=False, elem_id="train-history")
+        with gr.Row():
+            pick = gr.Textbox(label="Show run (id)", elem_id="train-pick")
+            show = gr.Button("Show", scale=0)
+
+    def values(*vals):
+        return dict(zip(HYPER, vals))
+
+    def on_estimate(t, v, *vals):
+        return estimate_md(engine, t, v, values(*vals))
+
+    for comp in [tier, version, *hyper]:
+        comp.change(on_estimate, [tier, version, *hyper], estimate, api_name=False, show_progress="hidden")
+
+    def on_start(t, v, *vals):
+        if not t:
+            raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
+        try:
+            cfg = make_config(t, values(*vals))
+            examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
+            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
+        except jobs.JobRunning as e:
+            gr.Warning(str(e))
+            return e.run_id
+        except (PetError, ValueError, TypeError) as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Training started: run {run_id}")
+        return run_id
+
+    def on_cancel(run_id):
+        cur = jobs.active(home)
+        if not cur:
+            raise gr.Error("No training job is running.")
+        try:
+            jobs.cancel(home, cur["id"])
+        except PetError as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Cancelling run {cur['id']}: it saves its adapter and stops within seconds.")
+        return cur["id"]
+
+    def current(run_id):
+        cur = jobs.active(home)
+        if cur and (run_id is None or run_id == cur["id"]):
+            return cur
+        runs_ = runs_dir_list()
+        if run_id and run_id in runs_:
+            return jobs.info(jobs.runs_dir(home) / run_id)
+        return cur or (jobs.info(jobs.runs_dir(home) / runs_[0]) if runs_ else None)
+
+    def runs_dir_list():
+        return sorted((d.name for d in jobs.runs_dir(home).iterdir() if (d / "status.json").exists()), reverse=True)
+
+    def refresh(run_id):
+        run = current(run_id)
+        show_result = bool(run and run["state"] in ("finished", "cancelled") and run["adapter"])
+        text = ""
+        if show_result:
+            f = run["final"]
+            text = (f"**Run {run['id']} {run['state']}.** Adapter: `{run['adapter']}` · held-out loss "
+                    f"{f.get('eval_loss_before', float('nan')):.4f} → {f.get('eval_loss_after', float('nan')):.4f} "
+                    f"after {f.get('steps')} steps.")
+        tail = jobs.log_tail(jobs.runs_dir(home) / run["id"]) if run else ""
+        return (progress_html(run), loss_figure(run), tail, gr.update(visible=show_result), text,
+                run["id"] if run else None)
+
+    outs = [progress, plot, log, result, result_md, watched]
+    ev = start.click(on_start, [tier, version, *hyper], watched, api_name=False)
+    ev.then(refresh, watched, outs, api_name=False)
+    cancel.click(on_cancel, watched, watched, api_name=False).then(refresh, watched, outs, api_name=False)
+    timer = gr.Timer(1.0)
+    timer.tick(refresh, watched, outs, api_name=False, show_progress="hidden")
+    show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, watched, outs,
+                                                                                      api_name=False)
+    refresh_data.click(lambda: gr.update(choices=dataset_choices(engine)), None, version, api_name=False)
+
+    def on_use(run_id, name=None):
+        if not run_id:
+            raise gr.Error("No finished run selected.")
+        try:
+            target = "enhanced"
+            if name:  # a new tier copies the tier the run trained on
+                src = ((jobs.info(jobs.runs_dir(home) / run_id).get("config") or {}).get("tier"))
+                target = src if src in engine.tiers.names() else "enhanced"
+            spec = jobs.use_adapter(engine, run_id, target, new_name=name)
+        except PetError as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Tier {spec.name} now uses the adapter of run {run_id} (saved in PET_HOME/tiers.local.toml).")
+        return history_rows(engine)
+
+    make_enhanced.click(on_use, watched, history, api_name=False)
+
+    def on_add(rid, name):
+        if not (name or "").strip():
+            raise gr.Error("Type a name for the new tier first.")
+        return on_use(rid, name.strip())
+
+    add_tier.click(on_add, [watched, new_name], history, api_name=False)
+    return {"tier": tier, "version": version, "start": start, "cancel": cancel, "progress": progress,
+            "plot": plot, "timer": timer}
