@@ -18,6 +18,15 @@ from pet import dataview as dv
 from pet.dataset import EXPORT_FORMATS, FORMATS, TRAIN_CUTOFF, Lengths, export, parse_file, stats
 from pet.datastore import DatasetStore
 
+ROW_CLICK = ("element.addEventListener('click', (e) => { const tr = e.target.closest('tr[data-row]'); "
+             "if (tr) trigger('click', {row: tr.dataset.row}); });")
+TABLE_CSS = """
+table.pet-data-table { width: 100%; border-collapse: collapse; font-size: 0.9em; }
+table.pet-data-table th, table.pet-data-table td { border-bottom: 1px solid #ddd; padding: 4px 6px;
+    text-align: left; vertical-align: top; }
+table.pet-data-table tbody tr { cursor: pointer; }
+table.pet-data-table tbody tr:hover { background: rgba(120, 120, 255, 0.08); }
+"""
 EXT = {"jsonl": "jsonl", "csv": "csv", "alpaca": "json", "sharegpt": "json"}
 
 
@@ -81,8 +90,9 @@ def build(engine) -> dict:
             next_b = gr.Button("Next ▶", size="sm", elem_id="data-next")
             reload_b = gr.Button("Reload latest", size="sm", elem_id="data-reload")
     info = gr.Markdown("", elem_id="data-info")
-    table = gr.Dataframe(headers=dv.COLUMNS, datatype="str", interactive=False, wrap=True, elem_id="data-table",
-                         column_widths=["6%", "10%", "18%", "30%", "30%", "6%"], max_height=700)
+    # An HTML table we escape ourselves (gr.Dataframe sometimes kept showing an older value after quick
+    # successive updates); a click on a row opens it in the editor.
+    table = gr.HTML("", elem_id="data-table", js_on_load=ROW_CLICK, css_template=TABLE_CSS)
 
     with gr.Group():
         with gr.Row():
@@ -146,7 +156,8 @@ def build(engine) -> dict:
         idx = data.index(version)
         p = dv.table_page(idx, query, tg, pg, data.lengths)
         choices = idx.tag_choices()
-        return (p.rows, p.info(version), p.page, gr.update(choices=choices, value=tg if tg in choices else dv.ALL_TAGS))
+        tag_update = gr.update(choices=choices, value=tg if tg in choices else dv.ALL_TAGS)
+        return dv.table_html(p), p.info(version), p.page, tag_update
 
     def everything(version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
         rows, inf, p, tags = show(version, query, tg, pg)
@@ -154,18 +165,21 @@ def build(engine) -> dict:
         st = stats(data.index(version).examples, lengths, TRAIN_CUTOFF, data.ds.token_lengths(version, lengths))
         return (version, rows, inf, p, tags, dv.versions_rows(data.ds.versions()), *_charts(st))
 
+    # One queue lane for the events that show or change versions: each runs after the previous one ends,
+    # so a slow table refresh can never land on top of a newer save's view.
+    lane = dict(concurrency_limit=1, concurrency_id="data-tab")
     all_out = [base, table, info, page, tag, versions, tok_plot, tag_plot]
     view_out = [table, info, page, tag]
 
     def load(query, tg, pg):
         return everything(data.ds.latest(), query, tg, pg)
 
-    gr.on(triggers=None, fn=lambda: everything(data.ds.latest()), inputs=[], outputs=all_out)
-    reload_b.click(load, [search, tag, page], all_out)
-    gr.on([search.submit, tag.change], lambda v, q, t: show(v, q, t, 1), [base, search, tag], view_out)
-    page.submit(show, [base, search, tag, page], view_out)
-    prev_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) - 1), [base, search, tag, page], view_out)
-    next_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) + 1), [base, search, tag, page], view_out)
+    gr.on(triggers=None, fn=lambda: everything(data.ds.latest()), inputs=[], outputs=all_out, **lane)
+    reload_b.click(load, [search, tag, page], all_out, **lane)
+    gr.on([search.submit, tag.change], lambda v, q, t: show(v, q, t, 1), [base, search, tag], view_out, **lane)
+    page.submit(show, [base, search, tag, page], view_out, **lane)
+    prev_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) - 1), [base, search, tag, page], view_out, **lane)
+    next_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) + 1), [base, search, tag, page], view_out, **lane)
 
     def open_row(version: int, n):
         examples = data.index(version).examples
@@ -175,14 +189,14 @@ def build(engine) -> dict:
         return (i, *dv.editor_fields(examples[i]), f"**Editing:** row {i + 1} of version {version}", i + 1)
 
     edit_out = [editing, messages, domain, techniques, editor_title, row_num]
-    edit_b.click(open_row, [base, row_num], edit_out)
+    edit_b.click(open_row, [base, row_num], edit_out, **lane)
 
-    def select_row(version: int, evt: gr.SelectData):
-        return open_row(version, evt.row_value[0])
+    def select_row(version: int, evt: gr.EventData):
+        return open_row(version, int(getattr(evt, "row", 0) or 0))
 
-    table.select(select_row, [base], edit_out)
+    table.click(select_row, [base], edit_out, **lane)
     new_b.click(lambda: (-1, *dv.editor_fields(None), "**Editing:** a new row (saved at the end)", None),
-                None, edit_out)
+                None, edit_out, **lane)
 
     def live_check(msgs, dom, tech):
         ex, problems = dv.from_editor(msgs, dom, tech)
@@ -217,7 +231,8 @@ def build(engine) -> dict:
             note = f"added row {len(examples)}"
         return commit(version, examples, note, query, tg, pg)
 
-    save_b.click(save_row, [base, editing, messages, domain, techniques, search, tag, page], [*all_out, status])
+    save_b.click(save_row, [base, editing, messages, domain, techniques, search, tag, page], [*all_out, status],
+                 **lane)
 
     def delete_row(version, i, query, tg, pg):
         examples = data.ds.get(version)
@@ -227,7 +242,7 @@ def build(engine) -> dict:
         return (*commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1,
                 "**Editing:** nothing: the row was deleted")
 
-    delete_b.click(delete_row, [base, editing, search, tag, page], [*all_out, status, editing, editor_title])
+    delete_b.click(delete_row, [base, editing, search, tag, page], [*all_out, status, editing, editor_title], **lane)
 
     def check_upload(path, f):
         if not path:
@@ -256,7 +271,7 @@ def build(engine) -> dict:
                 gr.update(interactive=False))
 
     import_b.click(do_import, [base, upload, fmt, mode, search, tag, page],
-                   [*all_out, status, upload, import_b])
+                   [*all_out, status, upload, import_b], **lane)
 
     def do_restore(n, query, tg, pg):
         if n is None:
@@ -267,7 +282,7 @@ def build(engine) -> dict:
             raise gr.Error(str(e)) from None
         return (*everything(v, query, tg, pg), f"Restored version {int(n)} as version {v}; nothing was deleted.")
 
-    restore_b.click(do_restore, [ver, search, tag, page], [*all_out, status])
+    restore_b.click(do_restore, [ver, search, tag, page], [*all_out, status], **lane)
 
     def do_name(n, name):
         if n is None:
@@ -278,7 +293,7 @@ def build(engine) -> dict:
             raise gr.Error(str(e)) from None
         return dv.versions_rows(data.ds.versions()), f"Version {int(n)} named {name!r}."
 
-    name_b.click(do_name, [ver, vname], [versions, status])
+    name_b.click(do_name, [ver, vname], [versions, status], **lane)
 
     def do_export(version, f, which):
         try:
@@ -291,6 +306,6 @@ def build(engine) -> dict:
             raise gr.Error(str(e)) from None
         return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
 
-    export_b.click(do_export, [base, xfmt, xver], [xfile, status])
+    export_b.click(do_export, [base, xfmt, xver], [xfile, status], **lane)
 
     return {"table": table, "messages": messages, "base": base}

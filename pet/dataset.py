@@ -275,7 +275,8 @@ def _from_sharegpt(r: dict, row: int):
         src.append("system")
     for j, turn in enumerate(conv):
         if not isinstance(turn, dict):
-            problems.append(Problem(row, f"conversations[{j}]", f"must be an object with from and value, got {_type(turn)}"))
+            problems.append(Problem(row, f"conversations[{j}]",
+                                    f"must be an object with from and value, got {_type(turn)}"))
             continue
         who = turn.get("from")
         role = SHAREGPT_ROLES.get(who.lower()) if isinstance(who, str) else None

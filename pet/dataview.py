@@ -74,6 +74,16 @@ def table_page(index: Index, query: str = "", tag: str = "", page: int = 1, leng
     return Page(rows, page, pages, len(hits), len(index.examples))
 
 
+def table_html(page: Page) -> str:
+    """The page as an HTML table: every cell escaped; each row carries its 1-based number for selection."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body = "".join(f'<tr data-row="{int(r[0])}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in page.rows)
+    if not page.rows:
+        body = f'<tr><td colspan="{len(COLUMNS)}">no examples match</td></tr>'
+    return f'<table class="pet-data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 BLANK = {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
 
 

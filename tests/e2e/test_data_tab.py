@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pet.dataset import parse_bytes
 from tests.conftest import make_home, start_app, stop_app
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,11 @@ def _upload(page, path: Path) -> None:
 
 
 def _table_shows(page, text: str) -> None:
-    page.wait_for_function("t => document.querySelector('#data-table').textContent.includes(t)", arg=text)
+    try:
+        page.wait_for_function("t => document.querySelector('#data-table').innerText.replace(/\\s+/g, ' ')"
+                               ".includes(t)", arg=text, timeout=15_000)
+    except Exception:
+        raise AssertionError(f"table lacks {text!r}: {page.locator('#data-table').inner_text()[:600]!r}") from None
 
 
 def test_upload_edit_restore(data_app, page):
@@ -85,12 +90,15 @@ def test_upload_edit_restore(data_app, page):
     page.locator("#data-edit").click()
     page.locator("#data-preview mark").first.wait_for()
     assert "<script>window.__pwned=2</script>" in page.locator("#data-preview").inner_text()
-    assert page.locator("#data-preview script, #data-preview img, #data-table img").count() == 0
+    assert page.locator("#data-preview script, #data-preview img, #data-table img, #data-table script").count() == 0
     assert page.evaluate("window.__pwned") is None
 
-    # 3. edit row 1: validation as you type, then save as a new version
-    page.fill("#data-row input", "1")
-    page.locator("#data-edit").click()
+    # 3. select row 1 in the table, edit it with validation as you type, then save as a new version
+    page.fill("#data-search textarea", "")
+    page.press("#data-search textarea", "Enter")
+    info.get_by_text(f"{shipped + 3} matching").wait_for()
+    page.locator('#data-table tr[data-row="1"]').click()
+    page.locator("#data-editing").get_by_text("row 1 of version 2").wait_for()
     box = page.locator("#data-messages textarea")
     page.wait_for_function("document.querySelector('#data-messages textarea').value.includes('\"role\"')")
     msgs = json.loads(box.input_value())
@@ -113,6 +121,7 @@ def test_upload_edit_restore(data_app, page):
     # 4. restore version 2: a new version equal to it; the table shows the old row again
     page.fill("#data-search textarea", "")
     page.press("#data-search textarea", "Enter")
+    info.get_by_text(f"version 3 · {shipped + 3} examples · {shipped + 3} matching").wait_for()
     page.fill("#data-version input", "2")
     page.locator("#data-restore").click()
     page.locator("#data-status").get_by_text("Restored version 2 as version 4").wait_for()
@@ -120,3 +129,45 @@ def test_upload_edit_restore(data_app, page):
     assert ds.get(4) == ds.get(2)
     _table_shows(page, " ".join(old_request.split())[:40])
     assert [v["id"] for v in ds.versions()] == [4, 3, 2, 1]
+
+    # 5. charts and export in every format
+    page.locator("#data-chart-tokens .js-plotly-plot").wait_for()
+    page.locator("#data-chart-tags .js-plotly-plot").wait_for()
+    page.get_by_text("Export", exact=True).first.click()
+    for fmt, ext in (("csv", "csv"), ("sharegpt", "json")):
+        page.locator("#data-export-format input").click()
+        page.get_by_role("option", name=fmt, exact=True).click()
+        page.locator("#data-export").click()
+        page.locator("#data-status").get_by_text(f"Exported {shipped + 3} examples of version 4 as {fmt}").wait_for()
+        link = page.locator(f'#data-export-file a[download="pet_examples_v4.{ext}"]')
+        link.wait_for()
+        body = page.request.get(link.get_attribute("href")).body()
+        assert parse_bytes(body, f"x.{ext}").examples == ds.get(4)
+
+
+def test_two_tabs_never_overwrite_each_other(data_app, browser):
+    home, url = data_app
+    tabs = []
+    for _ in range(2):
+        pg = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        pg.set_default_timeout(30_000)
+        pg.goto(url)
+        pg.get_by_role("tab", name="Data").click()
+        pg.locator("#data-info").get_by_text("version").wait_for()
+        tabs.append(pg)
+    latest = _store(home).latest()
+    for pg in tabs:
+        pg.locator("#data-info").get_by_text(f"version {latest} ·").wait_for()
+        pg.locator("#data-new").click()
+        pg.locator("#data-editing").get_by_text("a new row").wait_for()
+        pg.fill("#data-messages textarea", json.dumps([
+            {"role": "user", "content": "help me write a polite reminder email"},
+            {"role": "assistant", "content": "You are an assistant who writes short, polite reminder emails."}]))
+        pg.locator("#data-check").get_by_text("ok:").wait_for()
+    tabs[0].locator("#data-save").click()
+    tabs[0].locator("#data-status").get_by_text(f"Saved as version {latest + 1}").wait_for()
+    tabs[1].locator("#data-save").click()
+    tabs[1].get_by_text(f"you edited version {latest}, but version {latest + 1}").first.wait_for()
+    assert _store(home).latest() == latest + 1
+    for pg in tabs:
+        pg.context.close()
