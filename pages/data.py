@@ -6,6 +6,7 @@ its base, so a save from a stale tab is refused instead of overwriting a newer o
 
 from __future__ import annotations
 
+import html
 import tempfile
 import threading
 from pathlib import Path
@@ -27,6 +28,8 @@ table.pet-data-table th, table.pet-data-table td { border-bottom: 1px solid #ddd
 table.pet-data-table tbody tr { cursor: pointer; }
 table.pet-data-table tbody tr:hover { background: rgba(120, 120, 255, 0.08); }
 """
+VERSION_COLUMNS = ["version", "name", "saved", "examples", "note"]
+UPLOAD_COLUMNS = ["row", "domain", "techniques", "request", "answer"]
 EXT = {"jsonl": "jsonl", "csv": "csv", "alpaca": "json", "sharegpt": "json"}
 
 
@@ -55,6 +58,15 @@ class _Data:
         if idx is None or idx.version != version:
             idx = self._index = dv.Index(version, self.ds.get(version))
         return idx
+
+
+def _say(text: str) -> str:
+    """A status line for gr.Markdown: escaped, since it can hold a file or version name someone typed."""
+    return html.escape(text).replace("*", "\\*").replace("_", "\\_")
+
+
+def _error(e: Exception) -> gr.Error:
+    return gr.Error(html.escape(str(e)))  # toasts render HTML; the message can quote what a user typed
 
 
 def _charts(st: dict):
@@ -125,13 +137,10 @@ def build(engine) -> dict:
                 mode = gr.Radio(["append", "replace"], value="append", label="Import mode", elem_id="data-mode")
                 import_b = gr.Button("Import", variant="primary", interactive=False, elem_id="data-import")
         report = gr.HTML("", elem_id="data-upload-report")
-        upreview = gr.Dataframe(headers=["row", "domain", "techniques", "request", "answer"], datatype="str",
-                                interactive=False, wrap=True, label="Preview (first rows)",
-                                elem_id="data-upload-preview")
+        upreview = gr.HTML("", elem_id="data-upload-preview", css_template=TABLE_CSS, js_on_load=None)
 
     with gr.Accordion("Versions", open=True):
-        versions = gr.Dataframe(headers=["version", "name", "saved", "examples", "note"], datatype="str",
-                                interactive=False, elem_id="data-versions", max_height=300)
+        versions = gr.HTML("", elem_id="data-versions", css_template=TABLE_CSS, js_on_load=None, max_height=320)
         with gr.Row():
             ver = gr.Number(label="Version", precision=0, minimum=1, elem_id="data-version", min_width=90)
             restore_b = gr.Button("Restore this version", elem_id="data-restore")
@@ -163,13 +172,16 @@ def build(engine) -> dict:
         rows, inf, p, tags = show(version, query, tg, pg)
         lengths = data.lengths
         st = stats(data.index(version).examples, lengths, TRAIN_CUTOFF, data.ds.token_lengths(version, lengths))
-        return (version, rows, inf, p, tags, dv.versions_rows(data.ds.versions()), *_charts(st))
+        return (version, rows, inf, p, tags, _versions(), *_charts(st))
 
     # One queue lane for the events that show or change versions: each runs after the previous one ends,
     # so a slow table refresh can never land on top of a newer save's view.
     lane = dict(concurrency_limit=1, concurrency_id="data-tab")
     all_out = [base, table, info, page, tag, versions, tok_plot, tag_plot]
     view_out = [table, info, page, tag]
+
+    def _versions() -> str:
+        return dv.html_table(VERSION_COLUMNS, dv.versions_rows(data.ds.versions()))
 
     def load(query, tg, pg):
         return everything(data.ds.latest(), query, tg, pg)
@@ -200,13 +212,13 @@ def build(engine) -> dict:
 
     def live_check(msgs, dom, tech):
         ex, problems = dv.from_editor(msgs, dom, tech)
-        html = dv.check_html(ex, problems, data.lengths)
+        verdict = dv.check_html(ex, problems, data.lengths)
         if ex is None:
-            return html, ""
+            return verdict, ""
         try:
-            return html, dv.preview_html(data.template(), ex["messages"])
+            return verdict, dv.preview_html(data.template(), ex["messages"])
         except PetError as e:
-            return html, dv.html.escape(str(e))
+            return verdict, html.escape(str(e))
 
     gr.on([messages.change, domain.change, techniques.change], live_check, [messages, domain, techniques],
           [check, preview], trigger_mode="always_last")
@@ -215,13 +227,13 @@ def build(engine) -> dict:
         try:
             v = data.ds.save(examples, version, note)
         except PetError as e:
-            raise gr.Error(str(e)) from None
-        return (*everything(v, query, tg, pg), f"Saved as version {v}: {note}.")
+            raise _error(e) from None
+        return (*everything(v, query, tg, pg), _say(f"Saved as version {v}: {note}."))
 
     def save_row(version, i, msgs, dom, tech, query, tg, pg):
         ex, problems = dv.from_editor(msgs, dom, tech)
         if ex is None:
-            raise gr.Error("not saved: " + "; ".join(str(p).removeprefix("file, ") for p in problems))
+            raise gr.Error(html.escape("not saved: " + "; ".join(str(p).removeprefix("file, ") for p in problems)))
         examples = data.ds.get(version)
         if 0 <= i < len(examples):
             examples[i] = ex
@@ -246,9 +258,10 @@ def build(engine) -> dict:
 
     def check_upload(path, f):
         if not path:
-            return "", [], gr.update(interactive=False)
+            return "", "", gr.update(interactive=False)
         res = parse_file(path, f)
-        return dv.problems_html(res), dv.upload_preview(res), gr.update(interactive=res.ok)
+        preview_rows = dv.html_table(UPLOAD_COLUMNS, dv.upload_preview(res), "no importable rows")
+        return dv.problems_html(res), preview_rows, gr.update(interactive=res.ok)
 
     gr.on([upload.change, fmt.change], check_upload, [upload, fmt], [report, upreview, import_b])
 
@@ -266,8 +279,8 @@ def build(engine) -> dict:
             else:
                 v = data.ds.add(res.examples, note)
         except PetError as e:
-            raise gr.Error(str(e)) from None
-        return (*everything(v, query, tg, pg), f"Imported as version {v}: {note}.", None,
+            raise _error(e) from None
+        return (*everything(v, query, tg, pg), _say(f"Imported as version {v}: {note}."), None,
                 gr.update(interactive=False))
 
     import_b.click(do_import, [base, upload, fmt, mode, search, tag, page],
@@ -279,7 +292,7 @@ def build(engine) -> dict:
         try:
             v = data.ds.restore(int(n))
         except PetError as e:
-            raise gr.Error(str(e)) from None
+            raise _error(e) from None
         return (*everything(v, query, tg, pg), f"Restored version {int(n)} as version {v}; nothing was deleted.")
 
     restore_b.click(do_restore, [ver, search, tag, page], [*all_out, status], **lane)
@@ -290,8 +303,8 @@ def build(engine) -> dict:
         try:
             data.ds.name_version(int(n), name)
         except PetError as e:
-            raise gr.Error(str(e)) from None
-        return dv.versions_rows(data.ds.versions()), f"Version {int(n)} named {name!r}."
+            raise _error(e) from None
+        return _versions(), _say(f"Version {int(n)} named {name!r}.")
 
     name_b.click(do_name, [ver, vname], [versions, status], **lane)
 
@@ -303,7 +316,7 @@ def build(engine) -> dict:
             folder = Path(tempfile.mkdtemp(prefix="pet-export-"))
             path = export(examples, f, folder / f"pet_examples_v{v}.{EXT[f]}")
         except PetError as e:
-            raise gr.Error(str(e)) from None
+            raise _error(e) from None
         return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
 
     export_b.click(do_export, [base, xfmt, xver], [xfile, status], **lane)

@@ -74,14 +74,19 @@ def table_page(index: Index, query: str = "", tag: str = "", page: int = 1, leng
     return Page(rows, page, pages, len(hits), len(index.examples))
 
 
-def table_html(page: Page) -> str:
-    """The page as an HTML table: every cell escaped; each row carries its 1-based number for selection."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    body = "".join(f'<tr data-row="{int(r[0])}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in page.rows)
-    if not page.rows:
-        body = f'<tr><td colspan="{len(COLUMNS)}">no examples match</td></tr>'
+def html_table(headers: list[str], rows: list[list], empty: str = "nothing to show", row_ids: bool = False) -> str:
+    """An HTML table with every cell escaped; with `row_ids`, each row carries its first cell (a number)
+    as data-row, for click-to-select."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join((f'<tr data-row="{int(r[0])}">' if row_ids else "<tr>")
+                   + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    if not rows:
+        body = f'<tr><td colspan="{len(headers)}">{html.escape(empty)}</td></tr>'
     return f'<table class="pet-data-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def table_html(page: Page) -> str:
+    return html_table(COLUMNS, page.rows, "no examples match", row_ids=True)
 
 
 BLANK = {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}

@@ -76,6 +76,8 @@ def test_upload_edit_restore(data_app, page):
     _upload(page, FIX / "good_upload.jsonl")
     report.get_by_text("ready to import: 3 example(s)").wait_for()
     assert [v["id"] for v in ds.versions()] == [1]  # previewing writes nothing
+    assert '<img src=x onerror="window.__pwned=1"> fix' in page.locator("#data-upload-preview").inner_text()
+    assert page.locator("#data-upload-preview img, #data-upload-report img").count() == 0
     page.locator("#data-import").click()
     page.locator("#data-status").get_by_text("Imported as version 2").wait_for()
     info.get_by_text(f"version 2 · {shipped + 3} examples").wait_for()
@@ -129,6 +131,13 @@ def test_upload_edit_restore(data_app, page):
     assert ds.get(4) == ds.get(2)
     _table_shows(page, " ".join(old_request.split())[:40])
     assert [v["id"] for v in ds.versions()] == [4, 3, 2, 1]
+
+    # a version's name is shown as typed, never as markup
+    page.fill("#data-version-name textarea", "<b>before edit</b>")
+    page.locator("#data-name").click()
+    page.locator("#data-versions").get_by_text("<b>before edit</b>").wait_for()
+    assert page.locator("#data-versions b").count() == 0
+    assert ds.versions()[2]["name"] == "<b>before edit</b>"
 
     # 5. charts and export in every format
     page.locator("#data-chart-tokens .js-plotly-plot").wait_for()
