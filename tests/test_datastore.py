@@ -138,7 +138,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from pet.dataset import parse_file
     from pet.store import Store
 
-    db, seed, big, how = sys.argv[1:5]
+    db, seed, big, how, op = sys.argv[1:6]
     ds = DatasetStore(Store(db), seed_path=seed)
     real = DatasetStore._row_params
 
@@ -152,20 +152,24 @@ KILL_SCRIPT = textwrap.dedent("""
             yield params
 
     DatasetStore._row_params = dying
-    ds.add(parse_file(big).examples, "big import")
+    rows = parse_file(big).examples
+    if op == "save":  # an edit that replaces the whole dataset
+        ds.save(ds.current()[1] + rows, ds.latest(), "big save")
+    else:
+        ds.add(rows, "big import")
 """)
 
 
-@pytest.mark.parametrize("how", ["sigkill", "exit"])
-def test_killed_import_leaves_the_old_version_intact(tmp_path, seed, how):
+@pytest.mark.parametrize("how,op", [("sigkill", "add"), ("exit", "add"), ("sigkill", "save")])
+def test_killed_import_or_save_leaves_the_old_version_intact(tmp_path, seed, how, op):
     db = tmp_path / "pet.db"
     ds = DatasetStore(Store(db), seed_path=seed)
     ds.add([ex("kept before the crash")], "before")
     before_rows, before = ds.get(2), counts(db)
     big = tmp_path / "big.jsonl"
     big.write_text("".join(json.dumps(ex(f"imported request {i}")) + "\n" for i in range(6000)))
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(db), str(seed), str(big), how], cwd=REPO,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(db), str(seed), str(big), how, op],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
     if how == "sigkill":
         assert proc.stdout.readline().strip() == "midway"
         os.kill(proc.pid, signal.SIGKILL)
