@@ -177,6 +177,17 @@ def test_two_tabs_never_overwrite_each_other(data_app, browser):
     tabs[0].locator("#data-status").get_by_text(f"Saved as version {latest + 1}").wait_for()
     tabs[1].locator("#data-save").click()
     tabs[1].get_by_text(f"you edited version {latest}, but version {latest + 1}").first.wait_for()
-    assert _store(home).latest() == latest + 1
+    ds = _store(home)
+    assert ds.latest() == latest + 1
+    n = len(ds.get(latest + 1))
+    assert ds.get(latest + 1)[-1]["messages"][0]["content"] == "help me write a polite reminder email"
+
+    # the saved tab deletes that new row again: one more version, the row gone, the rest unchanged
+    tabs[0].fill("#data-row input", str(n))
+    tabs[0].locator("#data-edit").click()
+    tabs[0].locator("#data-editing").get_by_text(f"row {n} of version {latest + 1}").wait_for()
+    tabs[0].locator("#data-delete").click()
+    tabs[0].locator("#data-status").get_by_text(f"Saved as version {latest + 2}: deleted row {n}").wait_for()
+    assert ds.get(latest + 2) == ds.get(latest)
     for pg in tabs:
         pg.context.close()
