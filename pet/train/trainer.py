@@ -201,7 +201,8 @@ def make_label_loss(causal_lm):
             keep = target != IGNORE
             h = hidden[:, :-1][keep]
             logits = head(h).float()
-            cap = getattr(inner.config, "final_logit_softcapping", None)
+            text_cfg = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+            cap = getattr(text_cfg, "final_logit_softcapping", None)  # Gemma 2 and 3n cap their logits
             if cap:
                 logits = torch.tanh(logits / cap) * cap
             loss = F.cross_entropy(logits, target[keep], reduction="sum")
@@ -221,13 +222,13 @@ def pick_device(want: str) -> str:
     return want
 
 
-def load_model(folder: str, cfg: TrainConfig, device: str, use_bf16: bool):
+def load_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
     """The base model with fresh LoRA layers. CUDA + unsloth: 4-bit QLoRA; otherwise plain PEFT."""
     import importlib.util
 
     import torch
 
-    if device == "cuda" and importlib.util.find_spec("unsloth") is not None:
+    if str(device).startswith("cuda") and importlib.util.find_spec("unsloth") is not None:
         from unsloth import FastLanguageModel  # imported only here: it patches transformers on import
 
         model, _tok = FastLanguageModel.from_pretrained(folder, max_seq_length=cfg.max_seq_len, load_in_4bit=True,
@@ -430,7 +431,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
         (run.path / "data_sha256").write_text(sha + "\n")
     log.info("data %s: %d train, %d held-out examples (%d dropped: no answer left after truncation); sha256 %s",
              data_path, len(train_ex), len(held_ex), dropped, sha[:16])
-    model, method = load_model(folder, cfg, device, use_bf16)
+    model, method = load_model(folder, cfg, acc.device, use_bf16)  # cuda:<local rank> under accelerate
     log.info("model %s (%s) from %s, %s on %s", label, method, folder, config["resolved"]["precision"], device)
     lora_params = [p for p in model.parameters() if p.requires_grad]
     for p in lora_params:  # LoRA weights train in fp32 even when the frozen base is bf16
@@ -451,7 +452,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
     def forward(batch):
-        ids, mask, labels = (t.to(device) for t in collate(batch, pad))
+        ids, mask, labels = (t.to(acc.device) for t in collate(batch, pad))
         if autocast:
             with autocast():
                 loss_sum, n = loss_mod(ids, mask, labels)
@@ -473,7 +474,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
                 tot, cnt = tot + float(loss_sum), cnt + int(n)
         loss_mod.train()
         if acc.num_processes > 1:
-            t = acc.reduce(torch.tensor([tot, cnt], device=device, dtype=torch.float64), "sum")
+            t = acc.reduce(torch.tensor([tot, cnt], device=acc.device, dtype=torch.float64), "sum")
             tot, cnt = float(t[0]), int(t[1])
         return tot / max(1, cnt)
 
