@@ -108,7 +108,8 @@ def build(engine) -> dict:
 
     with gr.Group():
         with gr.Row():
-            row_num = gr.Number(label="Row #", precision=0, minimum=1, elem_id="data-row", scale=1, min_width=90)
+            row_num = gr.Number(None, label="Row #", precision=0, minimum=1, elem_id="data-row", scale=1,
+                                min_width=90)
             edit_b = gr.Button("Edit row", elem_id="data-edit", scale=1)
             new_b = gr.Button("New row", elem_id="data-new", scale=1)
             delete_b = gr.Button("Delete row", variant="stop", elem_id="data-delete", scale=1)
@@ -142,7 +143,7 @@ def build(engine) -> dict:
     with gr.Accordion("Versions", open=True):
         versions = gr.HTML("", elem_id="data-versions", css_template=TABLE_CSS, js_on_load=None, max_height=320)
         with gr.Row():
-            ver = gr.Number(label="Version", precision=0, minimum=1, elem_id="data-version", min_width=90)
+            ver = gr.Number(None, label="Version", precision=0, minimum=1, elem_id="data-version", min_width=90)
             restore_b = gr.Button("Restore this version", elem_id="data-restore")
             vname = gr.Textbox(label="Name", placeholder="e.g. before cleanup", elem_id="data-version-name")
             name_b = gr.Button("Name this version", elem_id="data-name")

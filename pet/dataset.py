@@ -628,6 +628,8 @@ def _looks_like_csv(text: str) -> bool:
 
 def parse_file(path: str | Path, fmt: str = "auto", max_bytes: int = MAX_FILE_BYTES) -> ParseResult:
     p = Path(path)
+    if p.is_dir():
+        raise PetError(f"{p} is a folder: give the path of a .jsonl, .json, .csv or .txt file")
     if not p.is_file():
         raise PetError(f"{p}: no such file")
     size = p.stat().st_size

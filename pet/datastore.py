@@ -74,6 +74,7 @@ class DatasetStore:
         self.seed_path = Path(seed_path) if seed_path is not None else SHIPPED
         self.dataset = dataset
         self._cache: OrderedDict[int, list[dict]] = OrderedDict()  # versions never change: cache a few
+        self._seeded = False
         store.ensure(DDL)
 
     # --- reading ---
@@ -234,7 +235,7 @@ class DatasetStore:
 
     def _seed(self) -> None:
         """On first use, version 1 is the shipped examples (or empty if the file is absent)."""
-        if getattr(self, "_seeded", False):
+        if self._seeded:
             return
         c = self.store.conn()
         if not self._latest(c):
