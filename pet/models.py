@@ -104,6 +104,19 @@ def available(ref: str, backend: str) -> tuple[bool, str]:
     return False, f"model {ref!r} not found: give a file, a folder, pkg:NAME or a Hugging Face id"
 
 
+def hub_gguf(model: ModelRef) -> ModelRef:
+    """`ORG/REPO/FILE.gguf` from the Hugging Face hub (needs internet the first time; cached after)."""
+    org, repo, filename = model.ref.split("/", 2)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(f"{org}/{repo}", filename)
+    except Exception as e:  # offline, unknown repo or file: all say the same thing to the user
+        raise PetError(f"could not fetch {model.ref} from the Hugging Face hub ({type(e).__name__}): "
+                       "check the name and your connection, or download the file and give its path")
+    return ModelRef(model.ref, "file", Path(path), filename)
+
+
 def hf_folder(model: ModelRef, cache_dir: Path) -> str:
     """A from_pretrained-able location for transformers.
 

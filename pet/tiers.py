@@ -152,9 +152,11 @@ class Registry:
         if spec.backend == "llamacpp":
             from pet.backends.llamacpp import LlamaCppBackend
 
+            if ref.kind == "hub" and ref.ref.endswith(".gguf"):
+                ref = models.hub_gguf(ref)
             if ref.path is None or ref.path.suffix != ".gguf":
-                raise BackendError(f"llama.cpp needs a .gguf file; {spec.model!r} is not one "
-                                   "(use backend = \"hf\" for folders and hub ids)")
+                raise BackendError(f"llama.cpp needs a .gguf file; {spec.model!r} is not one (give a local "
+                                   "file, pkg:NAME or ORG/REPO/FILE.gguf, or use backend = \"hf\")")
             lora = gguf_adapter(adapter) if adapter else None
             return LlamaCppBackend(ref.path, n_ctx=spec.params.n_ctx, lora_path=lora,
                                    template_override=spec.template)

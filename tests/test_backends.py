@@ -157,3 +157,14 @@ def test_gguf_to_transformers_cache_is_reused(engine, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
     assert models.hf_folder(ref, engine.settings.path("cache", "hf")) == first
+
+
+def test_hub_gguf_offline_is_a_clear_error(tmp_path, monkeypatch):
+    from pet import PetError, models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    ref = models.resolve("someorg/some-repo/model.Q4_K_M.gguf", "llamacpp", tmp_path)
+    assert ref.kind == "hub"
+    with pytest.raises(PetError, match="could not fetch someorg/some-repo/model.Q4_K_M.gguf"):
+        models.hub_gguf(ref)
