@@ -156,7 +156,8 @@ def test_bad_flags_exit_2_naming_the_flag(capsys):
 
     for argv, flag in ((["train", "--lora-r", "0"], "--lora-r"), (["train", "--lr", "abc"], "--lr"),
                        (["train", "--epochs", "1", "--max-steps", "3"], "--max-steps"),
-                       (["train", "--device", "tpu"], "--device")):
+                       (["train", "--device", "tpu"], "--device"),
+                       (["train", "--tier", "nope"], "--tier")):
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
@@ -208,6 +209,17 @@ def test_job_reattach_one_at_a_time_cancel(tiny, pet_home):
     assert jobs.active(home) is None
     with pytest.raises(PetError, match="not running"):
         jobs.cancel(home, run_id)
+
+
+def test_failed_job_shows_its_error(tiny, pet_home):
+    from pet.train import jobs
+    from pet.train.trainer import TrainConfig
+
+    home = pet_home / "jobs-b"
+    run_id = jobs.start(home, TrainConfig(tier=None, base=str(tiny[0]), data=str(tiny[0] / "missing.jsonl")))
+    run = _wait(lambda: (r := jobs.info(jobs.runs_dir(home) / run_id))["state"] == "failed" and r)
+    assert run["error"].startswith("--data: ") and "missing.jsonl not found" in run["error"]
+    assert "run failed: --data:" in jobs.log_tail(jobs.runs_dir(home) / run_id)
 
 
 def test_dead_process_shows_interrupted(tmp_path):

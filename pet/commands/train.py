@@ -60,6 +60,10 @@ def cmd_train(args) -> int:
     from pet.train.trainer import train
 
     cfg = config_from_args(args)
+    if cfg.tier:
+        from pet.commands import engine, tier_arg
+
+        tier_arg(args._parser, engine(), cfg.tier)
     summary = train(cfg, quiet=bool(os.environ.get("PET_TRAIN_QUIET")))
     if args.json:
         print(json.dumps(summary))
