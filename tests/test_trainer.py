@@ -151,6 +151,21 @@ def test_cli_end_to_end_run_folder(tiny, tmp_path, pet_home):
     assert torch.equal(q, base_before["model.layers.0.self_attn.q_proj.weight"])
 
 
+def test_early_stop_and_keep_best(tiny, tmp_path):
+    # A learning rate far too high makes the held-out loss rise: early stopping ends the run and
+    # keep-best hands back the adapter from the best evaluation, not the last one.
+    out = tmp_path / "run"
+    r = _run_cli("--base", str(tiny[0]), "--data", str(tiny[1]), "--max-steps", "40", "--eval-every", "1",
+                 "--lr", "0.5", "--early-stop", "2", "--keep-best", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    final = json.loads((out / "final_eval.json").read_text())
+    assert final["stopped_early"] is True and final["steps"] < 40
+    losses = {e["step"]: e["eval_loss"] for e in final["evals"]}
+    best_step = min(losses, key=losses.get)
+    assert final["adapter_step"] == best_step and final["eval_loss_after"] == losses[best_step]
+    assert final["steps"] - best_step == 2  # two evaluations without improvement, then stop
+
+
 def test_bad_flags_exit_2_naming_the_flag(capsys):
     from pet.cli import main
 

@@ -486,7 +486,11 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", before, eval_s, total, per_epoch)
     run.metric(step=0, epoch=0.0, eval_loss=before, lr=0.0, elapsed_s=round(time.perf_counter() - t_start, 2))
     evals = [(0, before)]
-    best = (before, 0, None)  # (loss, step, LoRA state snapshot)
+    def lora_state():
+        return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k} \
+            if cfg.keep_best else None
+
+    best = (before, 0, lora_state())  # (loss, step, LoRA snapshot): step 0 is the untrained adapter
     since_best, stopped_early = 0, False
     step, epoch, micro = 0, 0, 0
     warm_tokens, warm_time, step_times = 0, 0.0, []
@@ -537,9 +541,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
                 eval_s = time.perf_counter() - t0
                 evals.append((step, row["eval_loss"]))
                 if row["eval_loss"] < best[0]:
-                    snap = {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k} \
-                        if cfg.keep_best else None
-                    best, since_best = (row["eval_loss"], step, snap), 0
+                    best, since_best = (row["eval_loss"], step, lora_state()), 0
                 else:
                     since_best += 1
                 log.info("step %d/%d loss %.4f held-out %.4f lr %.2e %.0f tok/s", step, total, row["loss"],
