@@ -91,16 +91,26 @@ def _run_cli(*args, timeout=240):
                           timeout=timeout)
 
 
-def test_cli_end_to_end_run_folder(tiny, tmp_path, pet_home):
-    import torch
+@pytest.fixture(scope="module")
+def cli_run(tiny, tmp_path_factory, pet_home):
+    """One short CLI run (4 steps), shared by the tests that inspect its folder and its adapter."""
     from safetensors.torch import load_file
 
     model_dir, data = tiny
     base_before = load_file(model_dir / "model.safetensors")
-    out = tmp_path / "run"
+    out = tmp_path_factory.mktemp("cli") / "run"
     r = _run_cli("--base", str(model_dir), "--data", str(data), "--max-steps", "4", "--eval-every", "2",
                  "--batch-size", "2", "--grad-accum", "2", "--lr", "1e-2", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
+    return out, r, base_before
+
+
+def test_cli_end_to_end_run_folder(tiny, cli_run):
+    import torch
+    from safetensors.torch import load_file
+
+    model_dir, data = tiny
+    out, r, base_before = cli_run
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["run_dir"] == str(out) and summary["adapter"] == str(out / "adapter")
     assert summary["status"] == "finished" and summary["steps"] == 4
@@ -252,15 +262,13 @@ def test_dead_process_shows_interrupted(tmp_path):
     assert [r["id"] for r in jobs.list_runs(tmp_path)] == ["20240101-000000-dead"]
 
 
-def test_adapter_refuses_another_base(tiny, tmp_path):
+def test_adapter_refuses_another_base(tiny, cli_run, tmp_path):
     from pet.adapters import base_identity, check_base, read_adapter
     from pet.backends.base import BackendError
     from pet.config import TierSpec
     from pet.tiers import Registry
 
-    out = tmp_path / "run"
-    r = _run_cli("--base", str(tiny[0]), "--data", str(tiny[1]), "--max-steps", "1", "--out", str(out))
-    assert r.returncode == 0, r.stderr[-2000:]
+    out = cli_run[0]
     other = make_tiny_model(tmp_path / "other", seed=1)
     ad = read_adapter(out / "adapter")
     check_base(ad, base_identity(str(tiny[0].resolve()), tiny[0]))  # its own base: fine
