@@ -276,3 +276,16 @@ def test_adapter_refuses_another_base(tiny, cli_run, tmp_path):
     with pytest.raises(BackendError) as e:
         reg.backend("mine")
     assert f"trained on {tiny[0].resolve()}" in str(e.value) and f"this tier's model is {other}" in str(e.value)
+
+
+def test_continue_an_adapter(tiny, cli_run, tmp_path):
+    out, r, _ = cli_run
+    first = json.loads(r.stdout.strip().splitlines()[-1])
+    r2 = _run_cli("--base", str(tiny[0]), "--data", str(tiny[1]), "--max-steps", "1", "--init-adapter",
+                  str(out / "adapter"), "--out", str(tmp_path / "more"), "--json")
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    more = json.loads(r2.stdout.strip().splitlines()[-1])
+    # It starts where the first run ended, not from a fresh LoRA.
+    assert more["eval_loss_before"] == pytest.approx(first["eval_loss_after"], rel=1e-4)
+    cfg = json.loads((tmp_path / "more" / "config.json").read_text())
+    assert cfg["init_adapter"] == str(out / "adapter") and cfg["lora_r"] == 16

@@ -68,6 +68,7 @@ class TrainConfig:
     keep_best: bool = _f(False, "keep the adapter from the step with the lowest held-out loss")
     device: str = _f("auto", "auto, cpu or cuda (cuda uses unsloth 4-bit QLoRA when it is installed)")
     precision: str = _f("auto", "auto (bf16 where the hardware supports it, else fp32), bf16 or fp32")
+    init_adapter: str | None = _f(None, "continue training this PEFT adapter (same base) instead of a fresh LoRA")
     out: str | None = _f(None, "run folder (default: PET_HOME/runs/<run_id>)")
     system_prompt: str | None = _f(None, "system prompt for examples without one (default: the tier's)")
 
@@ -246,6 +247,11 @@ def load_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
     dtype = torch.bfloat16 if use_bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     model.to(device)
+    if cfg.init_adapter:
+        from peft import PeftModel
+
+        return (PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=True),
+                f"peft-lora-{'bf16' if use_bf16 else 'fp32'}")
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     missing = [m for m in cfg.modules() if m not in names]
     if missing:
@@ -421,6 +427,15 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     if not train_set:
         raise PetError(f"--max-seq-len {cfg.max_seq_len}: every example was truncated before its answer; raise it")
     sha = dataset.examples_sha256(train_ex)
+    if cfg.init_adapter:  # continuing an adapter: it must belong to this base, and its r/alpha rule
+        from pet.adapters import check_base, read_adapter
+
+        init = read_adapter(cfg.init_adapter)
+        check_base(init, base)
+        peft_cfg = json.loads((init.path / "adapter_config.json").read_text(encoding="utf-8"))
+        cfg.lora_r, cfg.lora_alpha = int(peft_cfg["r"]), int(peft_cfg["lora_alpha"])
+        cfg.target_modules = ",".join(sorted(peft_cfg["target_modules"]))
+        log.info("continuing adapter %s (r=%d, alpha=%d)", init.path, cfg.lora_r, cfg.lora_alpha)
     config = {**asdict(cfg), "resolved": {
         "source": label, "model_folder": folder, "base": base, "template": template.name, "system_prompt": system,
         "data_path": str(data_path), "train_examples": len(train_ex), "heldout_examples": len(held_ex),
