@@ -289,3 +289,27 @@ def test_continue_an_adapter(tiny, cli_run, tmp_path):
     assert more["eval_loss_before"] == pytest.approx(first["eval_loss_after"], rel=1e-4)
     cfg = json.loads((tmp_path / "more" / "config.json").read_text())
     assert cfg["init_adapter"] == str(out / "adapter") and cfg["lora_r"] == 16
+
+
+def test_adapter_as_tier_survives_a_restart(tiny, cli_run, tmp_path):
+    from pet.config import Settings
+    from pet.engine import Engine
+    from pet.train import jobs
+
+    tiers = tmp_path / "tiers.toml"
+    tiers.write_text(f'[tiers.tiny]\nbackend = "hf"\nmodel = "{tiny[0].resolve()}"\nsystem_prompt = "Be PET."\n')
+    home = tmp_path / "home"
+    run_dir = jobs.runs_dir(home) / "20250101-000000-abcd"
+    import shutil
+
+    shutil.copytree(cli_run[0], run_dir)
+    eng = Engine(Settings(home=home, tiers_path=tiers))
+    spec = jobs.use_adapter(eng, run_dir.name, "tiny", new_name="tiny-ft")
+    assert eng.tiers.spec("tiny-ft").adapter == str(run_dir / "adapter")
+    assert spec.system_prompt == ""  # served as it was trained: that run had no system prompt
+    with pytest.raises(PetError, match="exists already"):
+        jobs.use_adapter(eng, run_dir.name, "tiny", new_name="tiny-ft")
+    restarted = Engine(Settings(home=home, tiers_path=tiers))
+    assert restarted.tiers.names() == ["tiny", "tiny-ft"]
+    assert restarted.tiers.spec("tiny-ft").adapter == str(run_dir / "adapter")
+    assert restarted.tiers.spec("tiny").adapter is None
