@@ -86,6 +86,39 @@ def test_labels_cover_exactly_the_assistant_turns(tiny):
     assert len(ids8) == len(labels8) == 8 and set(labels8) == {IGNORE}
 
 
+def test_end_of_turn_weight_in_training_only(tiny):
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pet.train.trainer import IGNORE, end_token_ids, label_tokens, make_label_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny[0])
+    model = AutoModelForCausalLM.from_pretrained(tiny[0])
+    ends = end_token_ids(tok, BUILTIN["gemma3"])
+    assert ends == (tok.convert_tokens_to_ids("<end_of_turn>"), tok.convert_tokens_to_ids("<eos>"))
+    text, spans = BUILTIN["gemma3"].training_text([{"role": "user", "content": "a cat"},
+                                                   {"role": "assistant", "content": "You are a poet."}])
+    ids, labels = label_tokens(tok, text, spans, max_len=1024)
+    ids_t, labels_t = torch.tensor([ids]), torch.tensor([labels])
+    mask = torch.ones_like(ids_t)
+    with torch.no_grad():
+        logits = model(input_ids=ids_t).logits[0, :-1]
+        target = labels_t[0, 1:]
+        keep = target != IGNORE
+        per = F.cross_entropy(logits[keep].float(), target[keep], reduction="none")
+        w = torch.tensor([3.0 if t in ends else 1.0 for t in target[keep].tolist()])
+        assert (w == 3.0).sum() == 1  # exactly one end-of-turn label in one answer
+        mod = make_label_loss(model, ends, 3.0)
+        mod.train()
+        weighted, n = mod(ids_t, mask, labels_t)
+        mod.eval()
+        plain, _ = mod(ids_t, mask, labels_t)
+    assert int(n) == int(keep.sum())
+    assert torch.allclose(weighted, (per * w).sum(), rtol=1e-4)
+    assert torch.allclose(plain, per.sum(), rtol=1e-4)  # evaluation stays plain cross-entropy
+
+
 def _run_cli(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "pet", "train", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout)
