@@ -45,7 +45,9 @@ def _display(history: list[dict], stats: list[str | None]) -> list[dict]:
 
 def build(engine) -> dict:
     names = engine.tiers.names()
-    first = names[0]
+    # Open on the fine-tuned tier when there is one: with a system prompt alone, the small light
+    # model tends to answer the request instead of improving it.
+    first = "enhanced" if "enhanced" in names else names[0]
     spec = engine.tiers.spec(first)
     history = gr.State([])  # plain messages, as the model sees them
     stats = gr.State([])  # one timing line per answer
