@@ -162,7 +162,10 @@ def test_gguf_to_transformers_cache_is_reused(engine, monkeypatch):
 def test_hub_gguf_offline_is_a_clear_error(tmp_path, monkeypatch):
     from pet import PetError, models
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub
+
+    # The hub reads HF_HUB_OFFLINE at import time, so set its constant: offline, it fails at once.
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     ref = models.resolve("someorg/some-repo/model.Q4_K_M.gguf", "llamacpp", tmp_path)
     assert ref.kind == "hub"
