@@ -148,6 +148,7 @@ def test_cli_end_to_end_run_folder(tiny, cli_run):
     assert summary["run_dir"] == str(out) and summary["adapter"] == str(out / "adapter")
     assert summary["status"] == "finished" and summary["steps"] == 4
     assert summary["train_tokens_per_s"] > 0
+    assert 100 < summary["peak_rss_mb"] < 6144  # a tiny model; the real run's figure is in run.json
     assert summary["eval_loss_after"] < summary["eval_loss_before"]
 
     assert sorted(p.name for p in out.iterdir()) == sorted(

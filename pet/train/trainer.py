@@ -614,7 +614,8 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
              "adapter_step": chosen, "steps": step, "total_steps": total, "cancelled": cancelled,
              "stopped_early": stopped_early, "evals": [{"step": s, "eval_loss": v} for s, v in evals],
              "train_tokens_per_s": round(warm_tokens / warm_time, 1) if warm_time else None,
-             "train_seconds": round(time.perf_counter() - t_start, 1), "method": method}
+             "train_seconds": round(time.perf_counter() - t_start, 1), "method": method,
+             "peak_rss_mb": peak_rss_mb()}
     if acc.is_main_process:
         meta = {"name": run.path.name, "base": base, "method": method, "template": template.name,
                 "model_type": getattr(getattr(model, "config", None), "model_type", None),
@@ -630,7 +631,16 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     log.info("%s after %d steps: held-out %.4f -> %.4f; adapter in %s", "cancelled" if cancelled else "finished",
              step, before, after, run.path / "adapter")
     return {"run_dir": str(run.path), "adapter": str(run.path / "adapter"), "status": "cancelled" if cancelled else "finished",
-            **{k: final[k] for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps")}}
+            **{k: final[k] for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
+                                     "peak_rss_mb")}}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (the run's memory target is < 6 GB on a CPU)."""
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
+    return round(kb / 1024, 1)
 
 
 class _null:
