@@ -142,8 +142,9 @@ def build(engine) -> dict:
         gr.Markdown("**Auto-judge votes** (kept apart from human votes)")
         judge_board = gr.Dataframe(headers=HEADERS, value=[], interactive=False, elem_id="arena-judge-table")
         with gr.Row():
-            judge_tier = gr.Dropdown(engine.tiers.names(), value=engine.tiers.names()[0], label="Judge tier",
-                                     elem_id="arena-judge-tier", scale=2)
+            judge_tier = gr.Dropdown(engine.tiers.names(), value=engine.tiers.names()[0], label="Judge",
+                                     info="a tier, or type ollama:MODEL for any model your Ollama server has",
+                                     allow_custom_value=True, elem_id="arena-judge-tier", scale=2)
             judge_n = gr.Slider(1, 50, 5, step=1, label="Battles to judge", scale=2)
             judge_btn = gr.Button("Judge human-voted battles (both orders)", elem_id="arena-judge", scale=2)
         judge_md = gr.Markdown("", elem_id="arena-judge-log")

@@ -6,6 +6,7 @@ A tier that cannot run says why and what to do; the others keep working.
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -28,6 +29,13 @@ class UnknownTier(PetError):
     pass
 
 
+ADHOC_PREFIX = "ollama:"
+
+
+def is_adhoc(name: str) -> bool:
+    return name.startswith(ADHOC_PREFIX) and len(name) > len(ADHOC_PREFIX)
+
+
 class Registry:
     def __init__(self, specs: list[TierSpec], models_dir: Path, hf_cache: Path):
         self.models_dir = models_dir
@@ -38,6 +46,7 @@ class Registry:
         self._locks: dict[str, threading.Lock] = {s.name: threading.Lock() for s in specs}
         self._probe_cache: dict[str, tuple[float, bool, str]] = {}
         self._guard = threading.Lock()
+        self._adhoc_specs: dict[str, TierSpec] = {}
 
     # -- lookup -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -45,8 +54,25 @@ class Registry:
 
     def spec(self, name: str) -> TierSpec:
         if name not in self._specs:
-            raise UnknownTier(f"unknown tier {name!r}; valid tiers: {', '.join(self._specs)}")
+            if is_adhoc(name):
+                return self._adhoc(name)
+            raise UnknownTier(f"unknown tier {name!r}; valid tiers: {', '.join(self._specs)} "
+                              f"(or {ADHOC_PREFIX}MODEL for any model your Ollama server has)")
         return self._specs[name]
+
+    def _adhoc(self, name: str) -> TierSpec:
+        """`ollama:MODEL` works wherever a tier name does (chat, compare, judge) without a tiers-file entry.
+
+        It is not listed in names(), so pickers and the arena draw only the tiers the user defined."""
+        with self._guard:
+            if name not in self._adhoc_specs:
+                model = name[len(ADHOC_PREFIX):]
+                self._adhoc_specs[name] = TierSpec(name=name, backend="ollama", model=model,
+                                                   host=os.environ.get("OLLAMA_HOST") or None,
+                                                   description=f"Ollama model {model} (not in the tiers file)")
+                self._states.setdefault(name, TierState())
+                self._locks.setdefault(name, threading.Lock())
+            return self._adhoc_specs[name]
 
     def put(self, spec: TierSpec) -> None:
         """Add a tier or replace one (hot swap): the old backend is dropped, the new loads lazily."""

@@ -427,3 +427,21 @@ def test_heldout_prompts_prefer_the_dataset_version(tmp_path):
     if dataset.SHIPPED.exists():  # the store seeds itself from the shipped examples
         held = [dataset.first_user(e).strip() for e in dataset.read_jsonl(dataset.SHIPPED) if dataset.is_heldout(e)]
         assert prompts == list(dict.fromkeys(held)) and prompts
+
+
+def test_any_ollama_model_can_judge_by_name(tmp_path):
+    """`ollama:MODEL` judges without a tiers-file entry; with no server here it fails with what to do."""
+    from pet.backends.base import BackendError
+    from pet.config import Settings
+    from pet.engine import Engine
+
+    eng = Engine(Settings.from_env(home=tmp_path))
+    arena.record_vote(eng.store, battle("b1"), "a", session="s1")
+    assert "ollama:qwen3" not in eng.tiers.names()  # not offered in pickers or drawn into battles
+    spec = eng.tiers.spec("ollama:qwen3")
+    assert (spec.backend, spec.model) == ("ollama", "qwen3")
+    st = eng.tiers.status("ollama:qwen3")
+    assert st["available"] is False and "ollama serve" in st["reason"]
+    with pytest.raises(BackendError, match="no Ollama server answers"):
+        arena.judge_battle(eng, "b1", "ollama:qwen3")
+    assert arena.votes(eng.store, "judge") == []  # a judge that could not answer leaves no vote

@@ -41,6 +41,12 @@ def test_bad_flags_exit_2_without_traceback(pet_home, args, needle):
     assert needle in r.stderr and "Traceback" not in r.stderr
 
 
+def test_any_ollama_model_by_name_is_a_clear_error_without_a_server(pet_home):
+    r = pet("chat", "--tier", "ollama:llama3.2", "hi", env_home=pet_home)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "tier 'ollama:llama3.2' is unavailable: no Ollama server answers" in r.stderr
+
+
 def test_unavailable_tier_is_a_clear_error(pet_home):
     r = pet("chat", "--tier", "power", "hi", env_home=pet_home)
     assert r.returncode == 1 and "Traceback" not in r.stderr

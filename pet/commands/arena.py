@@ -21,7 +21,7 @@ def register(sub) -> None:
     r.add_argument("--seed", type=int, default=0, help="bootstrap random seed (default 0)")
 
     j = add(asub, "judge", cmd_judge, help="let a tier judge human-voted battles (both orders; disagreement = tie)")
-    j.add_argument("--tier", required=True, help="the judging tier (see `python -m pet tiers`)")
+    j.add_argument("--tier", required=True, help="the judging tier (see `python -m pet tiers`), or ollama:MODEL")
     j.add_argument("--limit", type=int, default=10, help="at most this many battles (default 10)")
 
     e = add(asub, "export", cmd_export, help="write the votes as JSONL")
