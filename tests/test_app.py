@@ -72,3 +72,18 @@ def test_auth_protects_the_ui(tmp_path):
         assert status == 401  # the app's config is not served without logging in
     finally:
         stop_app(proc)
+
+
+def test_bad_tiers_file_stops_the_app_with_one_clear_message(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    bad = tmp_path / "tiers.toml"
+    bad.write_text('[tiers.a]\nbackend = "x"\n')
+    env = dict(os.environ, PET_HOME=str(tmp_path / "home"), PET_TIERS=str(bad))
+    r = subprocess.run([sys.executable, "app.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "tiers.a.backend: must be one of llamacpp, hf, ollama" in r.stderr and "tiers.a.model: required" in r.stderr
