@@ -62,7 +62,10 @@ class Engine:
             if ref.path is not None and ref.path.suffix == ".gguf":
                 from llama_cpp import Llama
 
-                llm = Llama(str(ref.path), vocab_only=True, verbose=False)
+                from pet.backends.llamacpp import native_quiet
+
+                with native_quiet():
+                    llm = Llama(str(ref.path), vocab_only=True, verbose=False)
                 md = llm.metadata
                 tmpl = templates.choose(spec.template, md.get("tokenizer.chat_template"),
                                         md.get("general.architecture"),

@@ -8,13 +8,35 @@ llama.cpp and Ollama in step.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pet import templates
 from pet.backends.base import Backend, BackendError, Chunk, Clock
 from pet.config import GenParams
+
+
+@contextmanager
+def native_quiet():
+    """Silence llama.cpp's load-time notes, which it writes straight to fd 2 even with verbose=False.
+
+    The CLI's stderr is for PET's own messages; PET_DEBUG=1 shows llama.cpp's too. A failed load
+    still raises, and PET reports it."""
+    if os.environ.get("PET_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _import_llama():
@@ -45,8 +67,9 @@ class LlamaCppBackend(Backend):
         Llama = _import_llama()
         kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
         try:
-            self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                             verbose=False, **kw)
+            with native_quiet():
+                self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                 verbose=False, **kw)
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
         md = self.llm.metadata
