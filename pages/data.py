@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from pet import PetError
 from pet import dataview as dv
 from pet.dataset import EXPORT_FORMATS, FORMATS, TRAIN_CUTOFF, Lengths, export, parse_file, stats
+from pet.templates import with_system
 from pet.datastore import DatasetStore
 
 ROW_CLICK = ("element.addEventListener('click', (e) => { const tr = e.target.closest('tr[data-row]'); "
@@ -217,7 +218,9 @@ def build(engine) -> dict:
         if ex is None:
             return verdict, ""
         try:
-            return verdict, dv.preview_html(data.template(), ex["messages"])
+            # The trainer gives examples without a system message the tier's own system prompt.
+            msgs = with_system(ex["messages"], engine.tiers.spec("enhanced").system_prompt)
+            return verdict, dv.preview_html(data.template(), msgs)
         except PetError as e:
             return verdict, html.escape(str(e))
 

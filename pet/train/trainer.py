@@ -61,7 +61,8 @@ class TrainConfig:
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
     batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
     grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
-    max_seq_len: int = _f(512, "longest tokenised example kept; longer ones are truncated")
+    max_seq_len: int = _f(768, "longest tokenised conversation kept, the tier's system prompt included "
+                               "(examples stay under 512 tokens; the prompt adds about 110); longer ones are truncated")
     seed: int = _f(0, "random seed for LoRA init, shuffling and dropout")
     eval_every: int | None = _f(None, "held-out loss every N steps (default: about 8 times per run)")
     early_stop: int | None = _f(None, "stop when the held-out loss has not improved for N evaluations")

@@ -114,7 +114,9 @@ def test_upload_edit_restore(data_app, page):
     edited[ui]["content"] = "help me plan a team offsite for 12 people"
     box.fill(json.dumps(edited))
     page.locator("#data-check").get_by_text(re.compile(r"ok: \d+ tokens")).wait_for()
-    assert "help me plan a team offsite" in page.locator("#data-preview").inner_text()
+    preview = page.locator("#data-preview").inner_text()
+    assert "help me plan a team offsite" in preview
+    assert "You are PET, a prompt engineer." in preview  # the tier's system prompt, as the trainer adds it
     page.locator("#data-save").click()
     page.locator("#data-status").get_by_text("Saved as version 3: edited row 1").wait_for()
     assert ds.get(3)[0]["messages"][ui]["content"] == "help me plan a team offsite for 12 people"
