@@ -70,3 +70,14 @@ def test_bench_speed_json_last_line(pet_home):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert set(res) == {"tier", "tokens", "tok_s", "ttft_s"} and res["tier"] == "light"
     assert res["tokens"] > 1 and res["tok_s"] > 0
+
+
+@pytest.mark.slow
+def test_compare_takes_any_ollama_model_by_name(pet_home):
+    r = pet("compare", "--tiers", "light,ollama:qwen3", "--seed", "1", "--max-tokens", "12", "--no-save", "hi",
+            env_home=pet_home)
+    assert r.returncode == 0, r.stderr
+    assert "=== light ===" in r.stdout and "tok/s" in r.stdout
+    assert "=== ollama:qwen3 ===\nunavailable: no Ollama server answers" in r.stdout
+    r = pet("compare", "--tiers", "light,nope", "hi", env_home=pet_home)
+    assert r.returncode == 2 and "unknown tier(s) nope" in r.stderr
