@@ -63,9 +63,7 @@ def stream_columns(engine, tiers: list[str], prompt: str, system: str | None = N
         raise PetError("choose at least one tier to compare")
     settings = clean_settings(settings)
     names = engine.tiers.names()
-    from pet.tiers import is_adhoc
-
-    bad = [t for t in tiers if t not in names and not is_adhoc(t)]
+    bad = [t for t in tiers if not engine.tiers.known(t)]
     if bad:
         raise PetError(f"unknown tier(s) {', '.join(bad)}; valid tiers: {', '.join(names)}")
     cols = [{"tier": t, "text": "", "stats": None, "error": "", "done": False, "ident": identity(engine, t),

@@ -52,6 +52,10 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._specs)
 
+    def known(self, name: str) -> bool:
+        """A tier of the file, or an `ollama:MODEL` name: what every caller may pass to spec()."""
+        return name in self._specs or is_adhoc(name)
+
     def spec(self, name: str) -> TierSpec:
         if name not in self._specs:
             if is_adhoc(name):

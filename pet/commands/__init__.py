@@ -19,10 +19,10 @@ def add(sub, name: str, func, **kw) -> argparse.ArgumentParser:
 
 def tier_arg(parser: argparse.ArgumentParser, eng, name: str) -> str:
     """Validate a --tier value against the tiers file: exit 2 listing the valid tiers."""
-    from pet.tiers import ADHOC_PREFIX, is_adhoc
+    from pet.tiers import ADHOC_PREFIX
 
     names = eng.tiers.names()
-    if name not in names and not is_adhoc(name):
+    if not eng.tiers.known(name):
         parser.error(f"argument --tier: unknown tier {name!r} (choose from {', '.join(names)}, "
                      f"or {ADHOC_PREFIX}MODEL for any Ollama model)")
     return name

@@ -21,9 +21,7 @@ def cmd_compare(args) -> int:
 
     eng = engine()
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
-    from pet.tiers import is_adhoc
-
-    bad = [t for t in tiers if t not in eng.tiers.names() and not is_adhoc(t)]
+    bad = [t for t in tiers if not eng.tiers.known(t)]
     if not tiers or bad:
         args._parser.error(f"argument --tiers: unknown tier(s) {', '.join(bad) or '(none given)'} "
                            f"(choose from {', '.join(eng.tiers.names())})")
