@@ -1,8 +1,12 @@
 """Training examples: the {"messages": [...]} format, the fixed held-out split, loading.
 
 An example is a dict: {"messages": [{"role", "content"}, ...], "domain": str, "techniques": [str]}
-(domain and techniques are optional tags). The held-out split is fixed by a stable hash of the
-example's first user turn, so it never moves when rows are added, edited elsewhere or reordered.
+plus optional text tags (TEXT_TAGS): language, pov (whose point of view the request is written
+from), style (how the request is put: terse, typos, pasted, decent_prompt, ask_first, multi_turn,
+...), provenance (who wrote the example and how it was reviewed) and split ("train" or "heldout").
+The held-out split is the example's own `split` tag when it has one (the shipped data is stratified
+by domain that way), else a stable hash of its first user turn, so it never moves when rows are
+added, edited elsewhere or reordered.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pet.config import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "data" / "pet_examples.jsonl"
 HELDOUT_BUCKETS = 10  # 1 bucket in 10 is held out: about 10%
+TEXT_TAGS = ("language", "pov", "style", "provenance", "split")
+SPLITS = ("train", "heldout")
 
 
 def first_user(example: dict) -> str:
@@ -28,6 +34,8 @@ def example_key(example: dict) -> str:
 
 
 def is_heldout(example: dict) -> bool:
+    if example.get("split") in SPLITS:
+        return example["split"] == "heldout"
     return int(example_key(example)[:8], 16) % HELDOUT_BUCKETS == 0
 
 
@@ -208,6 +216,11 @@ def validate_example(ex, row: int | None = None, where: Callable[[int, str], str
             for j, t in enumerate(tech):
                 if not isinstance(t, str):
                     out.append(Problem(row, f"techniques[{j}]", f"must be text, got {_type(t)}"))
+    for tag in TEXT_TAGS:
+        if ex.get(tag) is not None and not isinstance(ex[tag], str):
+            out.append(Problem(row, tag, f"must be text, got {_type(ex[tag])}"))
+    if isinstance(ex.get("split"), str) and ex["split"].strip() and ex["split"].strip() not in SPLITS:
+        out.append(Problem(row, "split", f"must be one of {', '.join(SPLITS)}, got {ex['split']!r}"))
     return out
 
 
@@ -219,6 +232,9 @@ def normalise(ex: dict) -> dict:
     tech = [t.strip() for t in ex.get("techniques") or [] if t.strip()]
     if tech:
         out["techniques"] = tech
+    for tag in TEXT_TAGS:
+        if isinstance(ex.get(tag), str) and ex[tag].strip():
+            out[tag] = ex[tag].strip()
     return out
 
 
@@ -260,7 +276,7 @@ def _depth(obj) -> int:
 # --- converters: one source record -> (example or None, problems) ---
 
 def _from_messages(r: dict, row: int):
-    return {k: r[k] for k in ("messages", "domain", "techniques") if k in r}, _msg_field
+    return {k: r[k] for k in ("messages", "domain", "techniques", *TEXT_TAGS) if k in r}, _msg_field
 
 
 def _from_sharegpt(r: dict, row: int):
@@ -288,7 +304,7 @@ def _from_sharegpt(r: dict, row: int):
         src.append(f"conversations[{j}]")
     if problems:
         return None, problems
-    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques") if k in r}}
+    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques", *TEXT_TAGS) if k in r}}
     return ex, lambda i, k: src[i] if src[i] == "system" else f"{src[i]}.{'from' if k == 'role' else 'value'}"
 
 
@@ -318,7 +334,7 @@ def _from_alpaca(r: dict, row: int):
         user = f"{user}\n\n{r['input']}"
     msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": r["output"]}]
     src += [("instruction", "instruction"), ("output", "output")]
-    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques") if k in r}}
+    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques", *TEXT_TAGS) if k in r}}
     return ex, lambda i, k: src[i][0]
 
 
@@ -352,7 +368,7 @@ def _from_chatml(r: dict, row: int):
     msgs, problems = chatml_messages(text, row)
     if problems:
         return None, problems
-    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques") if k in r}}
+    ex = {"messages": msgs, **{k: r[k] for k in ("domain", "techniques", *TEXT_TAGS) if k in r}}
     return ex, lambda i, k: f"text turn {i + 1}" + (" role" if k == "role" else "")
 
 
@@ -775,7 +791,7 @@ def export_text(examples: list[dict], fmt: str) -> str:
     out = []
     for e in examples:
         system, pairs = _split_turns(e)
-        tags = {k: e[k] for k in ("domain", "techniques") if k in e}
+        tags = {k: e[k] for k in ("domain", "techniques", *TEXT_TAGS) if k in e}
         if fmt == "alpaca":
             q, a = pairs[-1]
             rec = {"instruction": q, "input": "", "output": a}
