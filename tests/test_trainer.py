@@ -154,7 +154,7 @@ def test_cli_end_to_end_run_folder(tiny, cli_run):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter"])
     assert sorted(p.name for p in (out / "adapter").iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "pet_adapter.json"]
+        "adapter.gguf", "adapter_config.json", "adapter_model.safetensors", "pet_adapter.json"]
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r_.get("step") for r_ in rows] == [0, 1, 2, 3, 4, 4]
@@ -184,6 +184,7 @@ def test_cli_end_to_end_run_folder(tiny, cli_run):
     assert all(torch.equal(base_before[k], base_after[k]) for k in base_before)
     lora = load_file(out / "adapter" / "adapter_model.safetensors")
     assert lora and all("lora_" in k for k in lora)
+    assert {v.dtype for v in lora.values()} == {torch.bfloat16}  # shipped adapters: half of fp32's size
     assert any(k.endswith("lora_B.weight") and lora[k].abs().sum() > 0 for k in lora)
 
     # Loaded with PEFT onto the base, the frozen weights equal the originals exactly.

@@ -620,7 +620,8 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     if acc.is_main_process:
         meta = {"name": run.path.name, "base": base, "method": method, "template": template.name,
                 "model_type": getattr(getattr(model, "config", None), "model_type", None),
-                "system_prompt": system, "data_sha256": sha, "data_path": str(data_path),
+                "model_config": _model_config(model), "system_prompt": system, "data_sha256": sha,
+                "data_path": str(data_path),
                 "eval_loss_before": before, "eval_loss_after": after, "steps": step, "lora_r": cfg.lora_r,
                 "lora_alpha": cfg.lora_alpha, "target_modules": cfg.modules(), "created": time.time()}
         save_adapter(acc.unwrap_model(loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
@@ -634,6 +635,14 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     return {"run_dir": str(run.path), "adapter": str(run.path / "adapter"), "status": "cancelled" if cancelled else "finished",
             **{k: final[k] for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
                                      "peak_rss_mb")}}
+
+
+def _model_config(model) -> dict:
+    from pet.export import model_config
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(inner, "config", None)
+    return model_config(getattr(cfg, "model_type", None), cfg.to_dict()) if cfg is not None else {}
 
 
 def peak_rss_mb() -> float:
@@ -652,20 +661,47 @@ class _null:
         return False
 
 
-def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> None:
-    """Write the PEFT adapter and its identity file to a temp folder, then swap it in whole."""
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace `target` by the finished folder `tmp`, so a reader never sees a half-written one."""
+    old = target.with_name(target.name + f".old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def to_bf16_file(path: Path) -> None:
+    """Rewrite a safetensors file in bf16: PEFT saves the fp32 training copy, and shipped adapters must
+    stay small (bf16 keeps fp32's range; an update's rounding is far below what training changes)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> dict:
+    """Write the PEFT adapter (bf16), its identity file and its GGUF form (f16, for llama.cpp) to a temp
+    folder, then swap it in whole."""
+    from pet.adapters import GGUF_FILE
+    from pet.export import write_gguf_adapter
+
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     peft_model.save_pretrained(tmp)
     (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+    to_bf16_file(tmp / "adapter_model.safetensors")
     # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
     cfg_path = tmp / "adapter_config.json"
     peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
     write_json(cfg_path, peft_cfg)
     write_json(tmp / info_file, meta)
-    old = target.with_name(target.name + f".old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    out = {"adapter": str(target), "gguf": None}
+    try:
+        write_gguf_adapter(tmp, tmp / GGUF_FILE)
+        out["gguf"] = str(target / GGUF_FILE)
+    except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
+        log.warning("no GGUF adapter: %s", e)
+    _swap_in(tmp, target)
+    return out
