@@ -68,16 +68,26 @@ def progress_html(run: dict | None) -> str:
         return '<div id="train-progress-box" class="pet-progress"><span>No training job yet.</span></div>'
     total = run.get("total_steps") or 0
     step = run.get("step") or 0
-    pct = 100.0 * step / total if total else 0.0
     state = run["state"]
-    parts = [f"run {run['id']}", state, f"step {step}/{total or '?'}"]
+    phase = run.get("phase") if state in jobs.LIVE else None
+    # The bar follows the current phase (an evaluation has its own progress), else the steps.
+    done, of = (run.get("phase_done"), run.get("phase_total")) if phase != "training" else (step, total)
+    pct = 100.0 * (done or 0) / of if of else (100.0 * step / total if total else 0.0)
+    parts = [f"run {run['id']}", state]
+    if phase:
+        parts.append(phase + (f" {done}/{of}" if of and phase != "training" else "")
+                     + (f" ({run['phase_detail']})" if run.get("phase_detail") else ""))
+    parts.append(f"step {step}/{total or '?'}")
     if state in jobs.LIVE:
-        parts.append(f"ETA {fmt_s(run.get('eta_s'))}")
+        parts.append(f"ETA {fmt_s(run.get('eta_s'))}" if run.get("eta_s") is not None
+                     else "ETA: measuring speed")
     if run.get("tokens_per_s"):
         parts.append(f"{run['tokens_per_s']:.0f} tokens/s")
     final = run.get("final") or {}
     if final.get("eval_loss_after") is not None:
         parts.append(f"held-out loss {final['eval_loss_before']:.3f} → {final['eval_loss_after']:.3f}")
+    if final.get("note"):
+        parts.append(final["note"])
     if state in ("failed", "interrupted"):
         why = run.get("error") or "the training process is gone (the machine or app was restarted or it was killed)"
         parts.append(f"error: {why}")
@@ -116,6 +126,29 @@ def history_rows(engine) -> list[list]:
     return out
 
 
+def usable(run: dict) -> bool:
+    """Offer a run's adapter as a tier only when it is one and is not just the starting point."""
+    return bool(run.get("adapter")) and not (run.get("final") or {}).get("adapter_is_start")
+
+
+def result_text(run: dict) -> str:
+    f = run.get("final") or {}
+    before, after = f.get("eval_loss_before"), f.get("eval_loss_after")
+    loss = "no held-out loss" if before is None or after is None else f"held-out loss {before:.4f} → {after:.4f}"
+    head = f"**Run {run['id']} {run['state']}** after {f.get('steps')} steps · {loss}."
+    lines = [head]
+    if f.get("note"):
+        lines.append(f"⚠️ {f['note']}.")
+    if run.get("adapter"):
+        lines.append(f"Adapter: `{run['adapter']}`")
+    if run.get("model"):
+        lines.append(f"Full model: `{run['model']}`" + (f" · GGUF for llama.cpp: `{run['gguf']}`" if run.get("gguf") else ""))
+        if not run.get("adapter"):
+            lines.append(f"Only adapters ship as tiers here: extract one with "
+                         f"`python -m pet export lora --run {run['id']} --rank 32`.")
+    return "  \n".join(lines)
+
+
 def estimate_md(engine, tier, version, values) -> str:
     try:
         cfg = make_config(tier, values)
@@ -123,10 +156,9 @@ def estimate_md(engine, tier, version, values) -> str:
         spec = engine.tiers.spec(tier)
     except (PetError, ValueError, TypeError) as e:
         return f"⚠️ {e}"
-    measured = [r.get("final", {}).get("train_tokens_per_s") for r in jobs.list_runs(engine.settings.home)
-                if (r.get("config") or {}).get("tier") == tier and r.get("final", {}).get("train_tokens_per_s")]
-    est = jobs.estimate(examples, cfg, system_chars=len(spec.system_prompt),
-                        measured_tokens_per_s=measured[0] if measured else None)
+    measured = [r["final"] for r in jobs.list_runs(engine.settings.home)
+                if (r.get("config") or {}).get("tier") == tier and (r.get("final") or {}).get("train_tokens_per_s")]
+    est = jobs.estimate(examples, cfg, system_chars=len(spec.system_prompt), measured=measured[0] if measured else None)
     rate = f"{est['tokens_per_s']:.0f} tokens/s ({'this tier’s last run' if est['measured'] else 'typical for Gemma 3 270M on 2 CPU cores'})"
     return (f"**Estimate:** {est['train_examples']} training / {est['heldout_examples']} held-out examples, "
             f"{est['steps']} steps, ~{est['tokens']:,} tokens at {rate}: about **{fmt_s(est['seconds'])}**, "
@@ -155,7 +187,7 @@ def build(engine) -> dict:
             lora_dropout = gr.Number(defaults.lora_dropout, label="LoRA dropout", info=_HELP["lora_dropout"])
             target_modules = gr.Textbox(defaults.target_modules, label="Target modules", info=_HELP["target_modules"])
         with gr.Row():
-            lr = gr.Number(defaults.lr, label="Learning rate", info=_HELP["lr"])
+            lr = gr.Number(defaults.peak_lr(), label="Learning rate", info=_HELP["lr"])
             epochs = gr.Number(defaults.epochs, label="Epochs", info=_HELP["epochs"])
             max_steps = gr.Number(0, label="Max steps (0 = use epochs)", info=_HELP["max_steps"], precision=0,
                                   elem_id="train-max-steps")
@@ -173,13 +205,14 @@ def build(engine) -> dict:
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
+        resume = gr.Button("Resume", visible=False, elem_id="train-resume")
     progress = gr.HTML(progress_html(None), elem_id="train-progress")
     plot = gr.Plot(label="Loss", elem_id="train-plot")
     with gr.Accordion("Log (last lines)", open=False):
         log = gr.Code(label="train.log", language=None, elem_id="train-log", interactive=False)
     with gr.Group(visible=False, elem_id="train-result") as result:
         result_md = gr.Markdown(elem_id="train-result-text")
-        with gr.Row():
+        with gr.Row() as use_row:
             make_enhanced = gr.Button("Make this the enhanced tier", elem_id="train-use-enhanced")
             new_name = gr.Textbox(label="or add it as a new tier named", placeholder="e.g. enhanced-v2", scale=1)
             add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
@@ -237,26 +270,40 @@ def build(engine) -> dict:
     def runs_dir_list():
         return sorted((d.name for d in jobs.runs_dir(home).iterdir() if (d / "status.json").exists()), reverse=True)
 
-    def refresh(run_id):
+    def refresh(run_id, shown_history):
         run = current(run_id)
-        show_result = bool(run and run["state"] in ("finished", "cancelled") and run["adapter"])
-        text = ""
-        if show_result:
-            f = run["final"]
-            text = (f"**Run {run['id']} {run['state']}.** Adapter: `{run['adapter']}` · held-out loss "
-                    f"{f.get('eval_loss_before', float('nan')):.4f} → {f.get('eval_loss_after', float('nan')):.4f} "
-                    f"after {f.get('steps')} steps.")
+        ended = bool(run and run["state"] in ("finished", "cancelled"))
+        show_result = ended and bool(run["adapter"] or run["model"])
+        text, offer = (result_text(run), usable(run)) if show_result else ("", False)
         tail = jobs.log_tail(jobs.runs_dir(home) / run["id"]) if run else ""
+        rows = history_rows(engine)  # live: a run's state and steps change while it runs
         return (progress_html(run), loss_figure(run), tail, gr.update(visible=show_result), text,
-                run["id"] if run else None)
+                run["id"] if run else None, gr.update(visible=bool(run and run.get("resumable"))),
+                gr.update(visible=offer), gr.update(value=rows) if rows != shown_history else gr.update(), rows)
 
-    outs = [progress, plot, log, result, result_md, watched]
+    shown = gr.State(None)  # the history rows on screen: the table is sent again only when they change
+    outs = [progress, plot, log, result, result_md, watched, resume, use_row, history, shown]
+    def on_resume(run_id):
+        if not run_id:
+            raise gr.Error("No run selected.")
+        try:
+            jobs.resume(home, run_id, tiers_path=engine.settings.tiers_path)
+        except jobs.JobRunning as e:
+            gr.Warning(str(e))
+            return e.run_id
+        except PetError as e:
+            raise gr.Error(str(e))
+        gr.Info(f"Resuming run {run_id} from its last checkpoint.")
+        return run_id
+
+    ins = [watched, shown]
     ev = start.click(on_start, [tier, version, *hyper], watched, api_name=False)
-    ev.then(refresh, watched, outs, api_name=False)
-    cancel.click(on_cancel, watched, watched, api_name=False).then(refresh, watched, outs, api_name=False)
+    ev.then(refresh, ins, outs, api_name=False)
+    cancel.click(on_cancel, watched, watched, api_name=False).then(refresh, ins, outs, api_name=False)
+    resume.click(on_resume, watched, watched, api_name=False).then(refresh, ins, outs, api_name=False)
     timer = gr.Timer(1.0)
-    timer.tick(refresh, watched, outs, api_name=False, show_progress="hidden")
-    show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, watched, outs,
+    timer.tick(refresh, ins, outs, api_name=False, show_progress="hidden")
+    show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, ins, outs,
                                                                                       api_name=False)
     refresh_data.click(lambda: gr.update(choices=dataset_choices(engine)), None, version, api_name=False)
 
@@ -282,5 +329,5 @@ def build(engine) -> dict:
         return on_use(rid, name.strip())
 
     add_tier.click(on_add, [watched, new_name], history, api_name=False)
-    return {"tier": tier, "version": version, "start": start, "cancel": cancel, "progress": progress,
-            "plot": plot, "timer": timer}
+    return {"tier": tier, "version": version, "start": start, "cancel": cancel, "resume": resume,
+            "progress": progress, "plot": plot, "timer": timer}

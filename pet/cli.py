@@ -33,9 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set by main() when the command asks the process to end as soon as it returns (pet/__main__.py).
+hard_exit = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    global hard_exit
     parser = build_parser()
     args = parser.parse_args(argv)
+    hard_exit = bool(getattr(args, "hard_exit", False))
     try:
         return int(args.func(args) or 0)
     except PetError as e:

@@ -117,7 +117,7 @@ def hub_gguf(model: ModelRef) -> ModelRef:
     return ModelRef(model.ref, "file", Path(path), filename)
 
 
-def hf_folder(model: ModelRef, cache_dir: Path) -> str:
+def hf_folder(model: ModelRef, cache_dir: Path, on_convert=None) -> str:
     """A from_pretrained-able location for transformers.
 
     A GGUF file is dequantised once and saved as a plain folder under cache_dir: transformers
@@ -139,6 +139,9 @@ def hf_folder(model: ModelRef, cache_dir: Path) -> str:
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if on_convert is not None:  # the trainer shows this slow first-time step as its own phase
+        on_convert()
 
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -155,6 +155,7 @@ def test_cli_end_to_end_run_folder(tiny, cli_run):
         ["config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter"])
     assert sorted(p.name for p in (out / "adapter").iterdir()) == [
         "adapter.gguf", "adapter_config.json", "adapter_model.safetensors", "pet_adapter.json"]
+    assert summary["gguf"] == str(out / "adapter" / "adapter.gguf")
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r_.get("step") for r_ in rows] == [0, 1, 2, 3, 4, 4]

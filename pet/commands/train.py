@@ -9,6 +9,7 @@ from pet.commands import add
 
 # Flags are built from TrainConfig's fields, so a flag and a setting cannot drift apart.
 _TYPES = {"float": float, "int": int, "str": str, "int | None": int, "str | None": str, "float | None": float}
+_CHOICES = {"device": ["auto", "cpu", "cuda"], "precision": ["auto", "bf16", "fp32"], "method": ["lora", "full"]}
 
 
 def register(sub) -> None:
@@ -20,25 +21,31 @@ def register(sub) -> None:
     defaults = TrainConfig()
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata["help"]
+        help_ = f.metadata["help"].replace("%", "%%")  # argparse formats help with %
         default = getattr(defaults, f.name)
         if default not in (None, False):
             help_ += f" (default: {default})"
         group = src if f.name in ("tier", "base") else length if f.name in ("epochs", "max_steps") else p
         if f.type in ("bool",):
             group.add_argument(flag, action="store_true", default=None, help=help_)
-        elif f.name in ("device", "precision"):
-            group.add_argument(flag, choices=["auto", "cpu", "cuda"] if f.name == "device" else ["auto", "bf16", "fp32"],
-                               default=None, help=help_)
+        elif f.name in _CHOICES:
+            group.add_argument(flag, choices=_CHOICES[f.name], default=None, help=help_)
         else:
             group.add_argument(flag, type=_TYPES[f.type], default=None, metavar=f.name.upper(), help=help_)
+    p.add_argument("--resume", metavar="RUN_ID", help="continue an interrupted, cancelled or failed run from its last "
+                   "checkpoint, with its own settings (a run id under PET_HOME/runs, or a run folder)")
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    # After the summary the process ends at once (see pet/__main__.py): nothing is left to write.
+    p.set_defaults(hard_exit=True)
 
 
 def config_from_args(args):
     from pet.train.trainer import TrainConfig, config_fields
 
     kw = {f.name: getattr(args, f.name) for f in config_fields() if getattr(args, f.name, None) is not None}
+    if getattr(args, "resume", None) and kw:
+        flags = ", ".join("--" + k.replace("_", "-") for k in kw)
+        args._parser.error(f"argument --resume: a resumed run keeps its own settings; leave out {flags}")
     if kw.get("base"):
         kw["tier"] = None
     if kw.get("max_steps"):
@@ -57,18 +64,37 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from pet.train.trainer import train
+    from pet.train.trainer import resume, train
 
+    quiet = bool(os.environ.get("PET_TRAIN_QUIET"))
     cfg = config_from_args(args)
-    if cfg.tier:
-        from pet.commands import engine, tier_arg
+    if args.resume:
+        summary = resume(args.resume, quiet=quiet)
+    else:
+        if cfg.tier:
+            from pet.commands import engine, tier_arg
 
-        tier_arg(args._parser, engine(), cfg.tier)
-    summary = train(cfg, quiet=bool(os.environ.get("PET_TRAIN_QUIET")))
+            tier_arg(args._parser, engine(), cfg.tier)
+        summary = train(cfg, quiet=quiet)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"{summary['status']}: {summary['steps']} steps, held-out loss {summary['eval_loss_before']:.4f} -> "
-              f"{summary['eval_loss_after']:.4f}, {summary['train_tokens_per_s'] or 0:.0f} tokens/s\n"
-              f"adapter: {summary['adapter']}")
+        print(summary_text(summary))
     return 0 if summary["status"] == "finished" else 130
+
+
+def summary_text(s: dict) -> str:
+    loss = ("no held-out loss" if s["eval_loss_before"] is None
+            else f"held-out loss {s['eval_loss_before']:.4f} -> {s['eval_loss_after']:.4f}")
+    lines = [f"{s['status']}: {s['steps']} steps, {loss}, {s['train_tokens_per_s'] or 0:.0f} tokens/s"]
+    if s.get("note"):
+        lines.append(f"note: {s['note']}")
+    if s.get("adapter"):
+        lines.append(f"adapter: {s['adapter']}")
+    if s.get("model"):
+        lines.append(f"model: {s['model']}")
+    if s.get("gguf"):
+        lines.append(f"gguf: {s['gguf']}")
+    if s.get("method") == "full":
+        lines.append(f"adapter from it: python -m pet export lora --run {s['run_dir']} --rank 32")
+    return "\n".join(lines)

@@ -19,9 +19,11 @@ from pathlib import Path
 
 from pet import PetError
 from pet.config import REPO_ROOT
+from pet.train import checkpoint
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
 LIVE = ("starting", "running")
+RESUMABLE = ("interrupted", "cancelled", "failed")
 CANCEL_FILE = "cancel_requested"
 _children: dict[int, subprocess.Popen] = {}  # reaped on every look, so a finished child is no zombie
 
@@ -104,12 +106,23 @@ def info(run_dir: str | Path) -> dict:
     steps = [m for m in metrics if "loss" in m and not m.get("final")]
     last = steps[-1] if steps else {}
     final = _read_json(run_dir / "final_eval.json")
+    live = state in LIVE
+    ok, why = checkpoint.resumable(run_dir) if state in RESUMABLE else (False, "")
     return {"id": run_dir.name, "dir": str(run_dir), "state": state, "pid": status.get("pid"),
-            "error": status.get("error"), "started": status.get("started"), "step": last.get("step", 0),
-            "total_steps": status.get("total_steps"), "eta_s": last.get("eta_s"),
+            "error": status.get("error"), "started": status.get("started"),
+            "step": max(last.get("step", 0), status.get("step") or 0) if live else last.get("step", 0),
+            "total_steps": status.get("total_steps"),
+            # status.json is rewritten during evaluations too, so its ETA is the fresher one
+            "eta_s": (status.get("eta_s") if status.get("eta_s") is not None else last.get("eta_s")) if live else None,
+            "phase": status.get("phase") if live else None, "phase_detail": status.get("phase_detail") if live else None,
+            "phase_done": status.get("phase_done") if live else None,
+            "phase_total": status.get("phase_total") if live else None,
             "tokens_per_s": last.get("tokens_per_s"), "metrics": metrics, "final": final,
             "config": _read_json(run_dir / "config.json"),
-            "adapter": str(run_dir / "adapter") if (run_dir / "adapter" / "pet_adapter.json").exists() else None}
+            "checkpoint_step": checkpoint.step_of(run_dir), "resumable": ok, "not_resumable": why or None,
+            "adapter": str(run_dir / "adapter") if (run_dir / "adapter" / "pet_adapter.json").exists() else None,
+            "model": str(run_dir / "model") if (run_dir / "model" / "config.json").exists() else None,
+            "gguf": str(run_dir / "model.gguf") if (run_dir / "model.gguf").exists() else None}
 
 
 def list_runs(home: Path) -> list[dict]:
@@ -164,18 +177,45 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
                     f.write(json.dumps(e, ensure_ascii=False) + "\n")
             cfg = TrainConfig(**{**asdict(cfg), "data": str(data)})
         cmd = command(cfg, run_dir)
-        env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1")
-        if tiers_path:
-            env["PET_TIERS"] = str(tiers_path)
-        # stderr (warnings, a native crash) goes to the same train.log the child writes its lines to.
-        err = open(run_dir / "train.log", "ab")
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)  # survives an app restart
-        err.close()
-        _children[proc.pid] = proc
+        proc = _spawn(home, run_dir, cmd, tiers_path)
         if not (run_dir / "status.json").exists():
             write_json(run_dir / "status.json", {"state": "starting", "pid": proc.pid, "started": time.time(),
                                                  "command": cmd})
+    return run_id
+
+
+def _spawn(home: Path, run_dir: Path, cmd: list[str], tiers_path: Path | None) -> subprocess.Popen:
+    env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1")
+    if tiers_path:
+        env["PET_TIERS"] = str(tiers_path)
+    # stderr (warnings, a native crash) goes to the same train.log the child writes its lines to.
+    err = open(run_dir / "train.log", "ab")
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=err, start_new_session=True)  # survives an app restart
+    err.close()
+    _children[proc.pid] = proc
+    return proc
+
+
+def resume(home: Path, run_id: str, tiers_path: Path | None = None) -> str:
+    """Continue an interrupted (or cancelled, or failed) run from its last checkpoint, in the background."""
+    runs = runs_dir(home)
+    run_dir = runs / run_id
+    if not run_dir.is_dir():
+        raise PetError(f"no training run {run_id!r} in {runs}")
+    with open(runs / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cur = active(home)
+        if cur:
+            raise JobRunning(cur["id"])
+        ok, why = checkpoint.resumable(run_dir)
+        if not ok:
+            raise PetError(why)
+        (run_dir / CANCEL_FILE).unlink(missing_ok=True)
+        proc = _spawn(home, run_dir, [sys.executable, "-m", "pet", "train", "--resume", str(run_dir)], tiers_path)
+        st = _read_json(run_dir / "status.json")
+        st.update(state="starting", pid=proc.pid, error=None, phase="loading", phase_detail="resuming")
+        write_json(run_dir / "status.json", st)
     return run_id
 
 
@@ -247,6 +287,9 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
     run = info(runs_dir(engine.settings.home) / run_id)
     if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
         raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
+    if (run["final"] or {}).get("adapter_is_start"):
+        raise PetError(f"run {run_id}: {run['final'].get('note') or 'no evaluation beat the starting point'}; "
+                       "its adapter is not offered as an upgrade")
     adapter = read_adapter(run["adapter"])
     spec = engine.tiers.spec(target)
     if spec.backend == "ollama":
@@ -260,9 +303,10 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
             raise PetError(f"tier name {new_name!r}: use letters, digits, '-' and '_' only")
         if new_name in engine.tiers.names():
             raise PetError(f"a tier named {new_name!r} exists already; choose another name")
-    final = run["final"]
-    desc = (f"{spec.description.split(' [adapter')[0]} [adapter {run_id}: held-out loss "
-            f"{final.get('eval_loss_before', float('nan')):.3f} -> {final.get('eval_loss_after', float('nan')):.3f}]")
+    meta = adapter.meta
+    before, after = meta.get("eval_loss_before"), meta.get("eval_loss_after")
+    loss = "no held-out loss" if before is None or after is None else f"held-out loss {before:.3f} -> {after:.3f}"
+    desc = f"{spec.description.split(' [adapter')[0]} [adapter {run_id}: {loss}]"
     new = replace(spec, name=name, adapter=str(adapter.path), description=desc,
                   system_prompt=adapter.meta.get("system_prompt", spec.system_prompt))
     engine.tiers.put(new)
@@ -275,8 +319,14 @@ DEFAULT_TOKENS_PER_S = {"bf16": 130.0, "fp32": 65.0}  # Gemma 3 270M LoRA, batch
 
 
 def estimate(examples: list[dict], cfg: TrainConfig, params_m: float = 270.0, system_chars: int = 0,
-             measured_tokens_per_s: float | None = None) -> dict:
-    """A rough time and memory estimate from the data size and settings (about 4 characters a token)."""
+             measured_tokens_per_s: float | None = None, measured: dict | None = None) -> dict:
+    """A rough time and memory estimate from the data size and settings (about 4 characters a token).
+
+    measured: a finished run's final_eval.json on the same tier; its training and evaluation speeds and
+    its loading time replace the typical figures (evaluation and loading dominate short runs).
+    """
+    measured = measured or {}
+    measured_tokens_per_s = measured_tokens_per_s or measured.get("train_tokens_per_s")
     import math
 
     from pet import dataset
@@ -291,7 +341,9 @@ def estimate(examples: list[dict], cfg: TrainConfig, params_m: float = 270.0, sy
     precision = "bf16" if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_supports_bf16()) else "fp32"
     rate = measured_tokens_per_s or DEFAULT_TOKENS_PER_S[precision] * 270.0 / max(params_m, 1.0)
     eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / (cfg.eval_every or max(1, steps // 8))) + 1)
-    seconds = train_tokens / rate + eval_tokens / (rate * 3)  # a forward pass costs about a third of a step
+    # Without a measured evaluation speed: a forward pass costs about a third of a training step.
+    eval_rate = measured.get("eval_tokens_per_s") or rate * 3
+    seconds = measured.get("load_seconds", 20.0) + train_tokens / rate + eval_tokens / eval_rate
     weight_gb = params_m * 1e6 * (2 if precision == "bf16" else 4) / 1e9
     # Activations kept for backward grow with batch x sequence; the logits exist only at label positions.
     act_gb = cfg.batch_size * max(tokens) * params_m * 1e6 / 1e9 * 0.02

@@ -35,7 +35,9 @@ from pathlib import Path
 from pet import PetError
 
 IGNORE = -100
-RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter")
+RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter",
+             "checkpoint", "model", "model.gguf")
+LORA_LR, FULL_LR = 2e-4, 2e-5
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 log = logging.getLogger("pet.train")
 
@@ -57,7 +59,8 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA scale numerator: the update is scaled by alpha/r (2x r is a common choice)")
     lora_dropout: float = _f(0.05, "dropout on the LoRA input during training, against overfitting small data")
     target_modules: str = _f(",".join(ALL_LINEAR), "comma-separated linear layers that get LoRA (all linear layers of a block by default)")
-    lr: float = _f(2e-4, "peak learning rate (linear warm-up, then linear decay)")
+    lr: float | None = _f(None, "peak learning rate (linear warm-up, then linear decay); default 2e-4 for LoRA, "
+                                "2e-5 for --method full")
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
     batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
     grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
@@ -69,6 +72,12 @@ class TrainConfig:
     end_weight: float = _f(5.0, "loss weight on the end-of-turn marker: a base model never produced it, so at "
                                 "weight 1 it is learnt slowly and the tuned model runs on past its answer")
     keep_best: bool = _f(False, "keep the adapter from the step with the lowest held-out loss")
+    method: str = _f("lora", "lora: train a small adapter (what PET ships); full: train every weight but the token "
+                             "embeddings, then write a GGUF and extract an adapter with `python -m pet export lora`")
+    train_embeddings: bool = _f(False, "with --method full, train the token embeddings too (off by default: with "
+                                       "Gemma 3's 262k vocabulary they are 60% of the weights and tied to the output)")
+    save_every: int | None = _f(None, "also save a checkpoint (weights, optimizer) every N steps; one is always saved "
+                                      "at each evaluation and on cancel, so `--resume RUN_ID` can continue")
     device: str = _f("auto", "auto, cpu or cuda (cuda uses unsloth 4-bit QLoRA when it is installed)")
     precision: str = _f("auto", "auto (bf16 where the hardware supports it, else fp32), bf16 or fp32")
     init_adapter: str | None = _f(None, "continue training this PEFT adapter (same base) instead of a fresh LoRA")
@@ -84,7 +93,9 @@ class TrainConfig:
             ("end_weight", 0 < self.end_weight <= 100, "must be between 0 (exclusive) and 100"),
             ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
-            ("lr", 0 < self.lr <= 1, "must be in (0, 1]"),
+            ("lr", self.lr is None or 0 < self.lr <= 1, "must be in (0, 1]"),
+            ("method", self.method in ("lora", "full"), "must be lora or full"),
+            ("save_every", self.save_every is None or self.save_every > 0, "must be > 0"),
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
             ("batch_size", 0 < self.batch_size <= 1024, "must be between 1 and 1024"),
             ("grad_accum", 0 < self.grad_accum <= 1024, "must be between 1 and 1024"),
@@ -101,7 +112,15 @@ class TrainConfig:
                 p.append(f"{name}: {why}, got {getattr(self, name)!r}")
         if self.tier and self.base:
             p.append("tier/base: give one of them, not both")
+        if self.method == "full" and self.init_adapter:
+            p.append("init_adapter: continues a LoRA; it cannot start a --method full run")
+        if self.train_embeddings and self.method != "full":
+            p.append("train_embeddings: only with --method full")
         return p
+
+    def peak_lr(self) -> float:
+        # Full fine-tuning moves every weight: ten times LoRA's rate overshoots within a few steps.
+        return self.lr if self.lr is not None else (LORA_LR if self.method == "lora" else FULL_LR)
 
     def modules(self) -> list[str]:
         return [m.strip() for m in str(self.target_modules).split(",") if m.strip()]
@@ -247,11 +266,14 @@ def pick_device(want: str) -> str:
 
 
 def load_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
-    """The base model with fresh LoRA layers. CUDA + unsloth: 4-bit QLoRA; otherwise plain PEFT."""
+    """The base model with fresh LoRA layers (CUDA + unsloth: 4-bit QLoRA; otherwise plain PEFT), or for
+    --method full the whole model with its trainable weights in fp32."""
     import importlib.util
 
     import torch
 
+    if cfg.method == "full":
+        return load_full_model(folder, cfg, device, use_bf16)
     if str(device).startswith("cuda") and importlib.util.find_spec("unsloth") is not None:
         from unsloth import FastLanguageModel  # imported only here: it patches transformers on import
 
@@ -283,6 +305,25 @@ def load_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.modules(), bias="none", task_type="CAUSAL_LM")
     return get_peft_model(model, lora), f"peft-lora-{'bf16' if use_bf16 else 'fp32'}"
+
+
+def load_full_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
+    """Every weight trains in fp32 (bf16 master weights would round most small updates away), under bf16
+    autocast where that is fast, except the token embeddings unless --train-embeddings.
+
+    Why freeze the embeddings: in Gemma 3 270M they are 168M of the 268M weights (a 262k vocabulary x
+    640), tied to the output layer. Training them would more than double the optimizer's memory, make
+    every step update a 262k x 640 matrix densely, and let a few hundred examples move the output
+    distribution of tokens they never contain. The layers hold the behaviour a narrow task needs.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa")
+    model.to(device)
+    if not cfg.train_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    return model, f"full-{'bf16' if use_bf16 else 'fp32'}"
 
 
 # -- the run folder ----------------------------------------------------------------------------------
@@ -317,6 +358,31 @@ class RunFolder:
             with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
+    def phase(self, name: str, detail: str | None = None, **extra) -> None:
+        """What the run is doing now (loading, converting, evaluating, training, checkpointing, saving)."""
+        log.info("%s%s", name, f": {detail}" if detail else "")
+        self.status("running", phase=name, phase_detail=detail, phase_done=None, phase_total=None, **extra)
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop the lines a killed run wrote after its checkpoint: the resumed run writes them again."""
+        if not self.main:
+            return
+        rows = []
+        try:
+            with open(self.path / "metrics.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        continue  # the line being written when the run was killed
+                    if row.get("step", 0) <= step and not row.get("final"):
+                        rows.append(row)
+        except OSError:
+            pass
+        tmp = self.path / f"metrics.jsonl.tmp{os.getpid()}"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, self.path / "metrics.jsonl")
+
 
 # -- the run -----------------------------------------------------------------------------------------
 class Stop:
@@ -334,8 +400,9 @@ class Stop:
         signal.signal(signal.SIGINT, handler)
 
 
-def resolve_source(cfg: TrainConfig):
-    """(transformers folder, base identity, template, system prompt, label) for a tier or --base."""
+def resolve_source(cfg: TrainConfig, on_convert=None):
+    """(transformers folder, base identity, template, system prompt, label, GGUF file or None) for a tier
+    or --base. `on_convert` is called before a GGUF is dequantised into the cache (a slow first time)."""
     from pet import models, templates
     from pet.adapters import base_identity
     from pet.config import Settings
@@ -346,14 +413,14 @@ def resolve_source(cfg: TrainConfig):
         backend = "hf"
         ref = models.resolve(cfg.base, backend, models_dir)
         ident_ref = str(ref.path.resolve()) if ref.kind == "folder" else ref.ref
-        folder = models.hf_folder(ref, cache)
+        folder = models.hf_folder(ref, cache, on_convert=on_convert)
         from transformers import AutoConfig, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(folder)
         arch = getattr(AutoConfig.from_pretrained(folder), "model_type", None)
         template = templates.choose(None, tok.chat_template, arch, tok.bos_token or "", tok.eos_token or "")
         system = cfg.system_prompt or ""
-        return folder, base_identity(ident_ref, ref.path), template, system, cfg.base
+        return folder, base_identity(ident_ref, ref.path), template, system, cfg.base, _gguf_file(ref)
     from pet.engine import Engine
 
     eng = Engine(settings)
@@ -362,9 +429,15 @@ def resolve_source(cfg: TrainConfig):
         raise PetError(f"tier {cfg.tier!r} runs on Ollama, whose weights PET cannot train: "
                        "use --base with a Hugging Face id or a local model folder")
     ref = models.resolve(spec.model, spec.backend, models_dir)
-    folder = models.hf_folder(ref, cache)
+    folder = models.hf_folder(ref, cache, on_convert=on_convert)
     system = spec.system_prompt if cfg.system_prompt is None else cfg.system_prompt
-    return folder, base_identity(ref.ref, ref.path), eng.template_for(cfg.tier), system, f"tier {cfg.tier}"
+    return (folder, base_identity(ref.ref, ref.path), eng.template_for(cfg.tier), system, f"tier {cfg.tier}",
+            _gguf_file(ref))
+
+
+def _gguf_file(ref) -> str | None:
+    """The base's GGUF file, if it came from one: a full run's GGUF copies its tokenizer from it."""
+    return str(ref.path) if ref.path is not None and ref.path.suffix == ".gguf" else None
 
 
 def load_examples(cfg: TrainConfig):
@@ -390,13 +463,16 @@ def load_examples(cfg: TrainConfig):
     return path, train, held
 
 
-def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) -> dict:
-    """Run one training job to completion (or cancellation) and return the summary."""
+def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False, resume: bool = False) -> dict:
+    """Run one training job to completion (or cancellation) and return the summary.
+
+    With resume, `run_dir` is an interrupted run and `cfg` its own settings: it goes on from its checkpoint.
+    """
     cfg.check()
     Stop.install()  # first: a cancel that arrives while torch imports still ends as "cancelled"
     from pet.config import Settings
 
-    run_dir = Path(cfg.out) if cfg.out else (run_dir or Settings.from_env().path("runs") / new_run_id())
+    run_dir = Path(run_dir or cfg.out or Settings.from_env().path("runs") / new_run_id())
     # Under `accelerate launch` only rank 0 writes the folder; RANK is set before any import.
     main = os.environ.get("RANK", "0") == "0"
     run = RunFolder(run_dir, main=main)
@@ -407,20 +483,23 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) ->
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(h)
     log.setLevel(logging.INFO)
-    run.status("running", started=time.time())
+    if resume:
+        run.status("running", resumed=time.time(), error=None, phase="loading", phase_detail="resuming")
+    else:
+        run.status("running", started=time.time(), phase="loading")
     try:
         import torch
         from accelerate import Accelerator
 
         device = pick_device(cfg.device)
         acc = Accelerator(cpu=device == "cpu")
-        summary = _train(cfg, run, acc, device, torch)
+        summary = _train(cfg, run, acc, device, torch, resume=resume)
     except BaseException as e:
         msg = str(e) if isinstance(e, PetError) else f"{type(e).__name__}: {e}"
         log.error("run failed: %s", msg)
         if not isinstance(e, PetError):
             log.error("%s", traceback.format_exc())
-        run.status("failed", error=msg, finished=time.time())
+        run.status("failed", error=msg, finished=time.time(), phase=None)
         raise
     finally:
         for h in handlers:
@@ -429,27 +508,72 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) ->
     return summary
 
 
-def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
+def resume(ref: str, quiet: bool = False) -> dict:
+    """Continue an interrupted, cancelled or failed run from its last checkpoint, with its own settings."""
+    from pet.config import Settings
+    from pet.train import checkpoint
+
+    run_dir = checkpoint.find_run(ref, Settings.from_env().path("runs"))
+    checkpoint.check_resumable(run_dir)
+    status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+    pid = status.get("pid")
+    if status.get("state") in ("starting", "running") and pid and pid != os.getpid() and _pid_alive(pid):
+        raise PetError(f"--resume: run {run_dir.name} is still running (pid {pid}); cancel it first")
+    saved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    cfg = TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+    return train(cfg, run_dir, quiet=quiet, resume=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        return b"train" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
+def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bool = False) -> dict:
     from pet import dataset
     from pet.adapters import INFO_FILE
+    from pet.train import checkpoint
+    from pet.train.progress import EvalClock, Progress
 
     t_start = time.perf_counter()
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    run.phase("loading", "reading the examples")
     data_path, train_ex, held_ex = load_examples(cfg)
-    folder, base, template, system, label = resolve_source(cfg)
+    folder, base, template, system, label, model_file = resolve_source(
+        cfg, on_convert=lambda: run.phase("converting", "dequantising the GGUF into a transformers folder "
+                                                        "(once per model; it is cached)"))
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (
         torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()))
     from transformers import AutoTokenizer
 
+    run.phase("loading", "tokenising the examples")
     tok = AutoTokenizer.from_pretrained(folder)
     if not getattr(tok, "is_fast", False):
         raise PetError(f"{folder}: the trainer needs a fast tokenizer (tokenizer.json) for character offsets")
     train_set, dropped = encode(train_ex, tok, template, system, cfg.max_seq_len)
-    held_set, _ = encode(held_ex, tok, template, system, cfg.max_seq_len)
+    held_set, held_dropped = encode(held_ex, tok, template, system, cfg.max_seq_len)
     if not train_set:
         raise PetError(f"--max-seq-len {cfg.max_seq_len}: every example was truncated before its answer; raise it")
+    if not held_set:  # checked before any work is spent: keep-best and early stopping need a held-out loss
+        why = (f"none of the {len(held_ex)} held-out examples keeps any of its answer within --max-seq-len "
+               f"{cfg.max_seq_len} (the system prompt counts too)")
+        if cfg.keep_best or cfg.early_stop:
+            raise PetError(f"{why}, so --keep-best/--early-stop have no held-out loss to go by: raise --max-seq-len "
+                           "or leave those flags out")
+        log.warning("%s: training without evaluation (no held-out loss; raise --max-seq-len to get one)", why)
     sha = dataset.examples_sha256(train_ex)
+    if resume:
+        old = (run.path / "data_sha256").read_text().strip() if (run.path / "data_sha256").exists() else sha
+        if old != sha:
+            raise PetError(f"--resume: the examples changed since run {run.path.name} started (its data sha256 "
+                           f"{old[:12]}, now {sha[:12]}): start a new run on the new examples")
     if cfg.init_adapter:  # continuing an adapter: it must belong to this base, and its r/alpha rule
         from pet.adapters import check_base, read_adapter
 
@@ -460,22 +584,36 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
         cfg.target_modules = ",".join(sorted(peft_cfg["target_modules"]))
         log.info("continuing adapter %s (r=%d, alpha=%d)", init.path, cfg.lora_r, cfg.lora_alpha)
     config = {**asdict(cfg), "resolved": {
-        "source": label, "model_folder": folder, "base": base, "template": template.name, "system_prompt": system,
-        "data_path": str(data_path), "train_examples": len(train_ex), "heldout_examples": len(held_ex),
-        "dropped_examples": dropped, "device": device, "precision": "bf16" if use_bf16 else "fp32",
-        "world_size": acc.num_processes}}
-    if acc.is_main_process:
+        "source": label, "model_folder": folder, "model_file": model_file, "base": base, "template": template.name,
+        "system_prompt": system, "data_path": str(data_path), "train_examples": len(train_ex),
+        "heldout_examples": len(held_ex), "dropped_examples": dropped, "heldout_dropped": held_dropped,
+        "evaluation": bool(held_set), "device": device, "precision": "bf16" if use_bf16 else "fp32",
+        "lr": cfg.peak_lr(), "world_size": acc.num_processes}}
+    if acc.is_main_process and not resume:
         write_json(run.path / "config.json", config)
         (run.path / "data_sha256").write_text(sha + "\n")
     log.info("data %s: %d train, %d held-out examples (%d dropped: no answer left after truncation); sha256 %s",
              data_path, len(train_ex), len(held_ex), dropped, sha[:16])
+    run.phase("loading", "loading the model")
     model, method = load_model(folder, cfg, acc.device, use_bf16)  # cuda:<local rank> under accelerate
     log.info("model %s (%s) from %s, %s on %s", label, method, folder, config["resolved"]["precision"], device)
-    lora_params = [p for p in model.parameters() if p.requires_grad]
-    for p in lora_params:  # LoRA weights train in fp32 even when the frozen base is bf16
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for p in params.values():  # trainable weights stay fp32 even when the frozen base is bf16
         p.data = p.data.float()
-    opt = torch.optim.AdamW(lora_params, lr=cfg.lr, weight_decay=0.0)
+    n_trained, n_all = sum(p.numel() for p in params.values()), sum(p.numel() for p in model.parameters())
+    log.info("training %d of %d weights (%.1f%%)", n_trained, n_all, 100.0 * n_trained / max(1, n_all))
+    opt = torch.optim.AdamW(list(params.values()), lr=cfg.peak_lr(), weight_decay=0.0)
     loss_mod = make_label_loss(model, end_token_ids(tok, template), cfg.end_weight)
+    ck = None
+    if resume:
+        weights, best_weights, ck = checkpoint.load(run.path)
+        if set(weights) != set(params):
+            raise PetError(f"--resume: the checkpoint of run {run.path.name} does not match this model's trainable "
+                           "weights (was the base model changed?); start a new run")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(weights[n].to(p.device))
+        opt.load_state_dict(ck["optimizer"])
     loss_mod, opt = acc.prepare(loss_mod, opt)
     autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if use_bf16 else None
 
@@ -483,11 +621,18 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     lengths = [len(ids) for ids, _ in train_set]
     per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / acc.num_processes / cfg.grad_accum)
     total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    eval_every = cfg.eval_every or max(1, total // 8)
+    eval_every = (cfg.eval_every or max(1, total // 8)) if held_set else None
     warmup = int(total * cfg.warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    if ck:
+        sched.load_state_dict(ck["scheduler"])
+        for group, lr in zip(opt.param_groups, sched.get_last_lr()):
+            group["lr"] = lr  # creating the scheduler reset it to step 0's rate
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    heldout_tokens = sum(len(ids) for ids, _ in held_set)
+    prog = Progress(total, eval_every, heldout_tokens,
+                    sum(lengths) / len(lengths) * cfg.batch_size * cfg.grad_accum * acc.num_processes)
 
     def forward(batch):
         ids, mask, labels = (t.to(acc.device) for t in collate(batch, pad))
@@ -498,47 +643,87 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             loss_sum, n = loss_mod(ids, mask, labels)
         return loss_sum, n, int(mask.sum())
 
-    def evaluate() -> float | None:
+    def evaluate(at_step: int) -> float | None:
         if not held_set:
             return None
         loss_mod.eval()
+        clock = EvalClock(heldout_tokens)
         tot, cnt = 0.0, 0
+        order = sorted(range(len(held_set)), key=lambda i: len(held_set[i][0]))
         with torch.no_grad():
-            order = sorted(range(len(held_set)), key=lambda i: len(held_set[i][0]))
             for b in range(0, len(order), cfg.batch_size):
                 if Stop.requested and cnt:
                     break  # a cancel must not wait for a full evaluation
-                loss_sum, n, _ = forward([held_set[i] for i in order[b:b + cfg.batch_size]])
+                batch = [held_set[i] for i in order[b:b + cfg.batch_size]]
+                loss_sum, n, _ = forward(batch)
                 tot, cnt = tot + float(loss_sum), cnt + int(n)
+                clock.add(sum(len(ids) for ids, _ in batch))
+                run.status("running", phase="evaluating", phase_done=min(b + cfg.batch_size, len(order)),
+                           phase_total=len(order), phase_detail=f"held-out loss at step {at_step}",
+                           step=at_step, total_steps=total,
+                           eta_s=prog.eta(at_step, clock.left_s() or 0.0, eval_rate=clock.rate()))
         loss_mod.train()
+        prog.record_eval(clock.elapsed(), clock.done)
         if acc.num_processes > 1:
             t = acc.reduce(torch.tensor([tot, cnt], device=acc.device, dtype=torch.float64), "sum")
             tot, cnt = float(t[0]), int(t[1])
         return tot / max(1, cnt)
 
-    run.status("running", total_steps=total, step=0)
-    log.info("held-out loss before training...")
-    t0 = time.perf_counter()
-    before = evaluate()
-    eval_s = time.perf_counter() - t0
-    log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", before, eval_s, total, per_epoch)
-    run.metric(step=0, epoch=0.0, eval_loss=before, lr=0.0, elapsed_s=round(time.perf_counter() - t_start, 2))
-    evals = [(0, before)]
-    def lora_state():
-        return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k} \
-            if cfg.keep_best else None
+    def snapshot():
+        return {n: p.detach().clone() for n, p in params.items()} if cfg.keep_best else None
 
-    best = (before, 0, lora_state())  # (loss, step, LoRA snapshot): step 0 is the untrained adapter
-    since_best, stopped_early = 0, False
-    step, epoch, micro = 0, 0, 0
-    warm_tokens, warm_time, step_times = 0, 0.0, []
+    load_s = round(time.perf_counter() - t_start, 1)
+    if ck:
+        step, epoch, groups_done = ck["step"], ck["epoch"], ck["groups_done"]
+        rng.setstate(ck["epoch_rng"])
+        torch.set_rng_state(ck["torch_rng"])
+        evals, since_best, before = [tuple(e) for e in ck["evals"]], ck["since_best"], ck["before"]
+        best = (ck["best"][0], ck["best"][1],
+                {n: best_weights[n].to(params[n].device) for n in params} if cfg.keep_best and best_weights else None)
+        warm_tokens, warm_time = ck["warm"]
+        prog.__dict__.update(ck["progress"])
+        run.truncate_metrics(step)
+        log.info("resumed from the checkpoint at step %d of %d (epoch %d)", step, total, epoch + 1)
+    else:
+        step, epoch, groups_done = 0, 0, 0
+        run.status("running", total_steps=total, step=0)
+        if held_set:
+            log.info("held-out loss before training (%d examples, %d tokens)...", len(held_set), heldout_tokens)
+        before = evaluate(0)
+        if held_set:
+            log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", before, prog.eval_s, total,
+                     per_epoch)
+        run.metric(step=0, epoch=0.0, eval_loss=before, lr=0.0, elapsed_s=round(time.perf_counter() - t_start, 2))
+        evals = [(0, before)]
+        best = (before, 0, snapshot())  # (loss, step, weights): step 0 is the untrained starting point
+        since_best, warm_tokens, warm_time = 0, 0, 0.0
+    stopped_early = False
+    torch_rng = torch.get_rng_state()  # as it was after the last completed step: what a resume restores
+    position = (epoch, groups_done, rng.getstate())
+
+    def save_checkpoint():
+        if not acc.is_main_process or step == 0:
+            return
+        run.phase("checkpointing", f"saving weights and optimizer at step {step}", step=step, total_steps=total)
+        checkpoint.save(run.path, params, best[2], {
+            "step": step, "epoch": position[0], "groups_done": position[1], "epoch_rng": position[2],
+            "torch_rng": torch_rng, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "evals": evals, "best": (best[0], best[1]), "since_best": since_best, "before": before,
+            "warm": (warm_tokens, warm_time), "data_sha256": sha,
+            "progress": {k: v for k, v in prog.__dict__.items() if k in (
+                "step_times", "first_step", "eval_s", "eval_tok_s", "train_tok_s")}})
+
     loss_mod.train()
-    done = False
+    done = step >= total
+    skip = groups_done
     while not done and not Stop.requested:
+        epoch_rng = rng.getstate()
         batches = length_grouped_batches(len(train_set), lengths, cfg.batch_size, rng)
         batches = batches[acc.process_index::acc.num_processes]
         groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
         for gi, group in enumerate(groups):
+            if gi < skip:
+                continue  # resumed: these steps were done before the checkpoint
             t_step = time.perf_counter()
             step_loss, step_n, step_tokens = 0.0, 0, 0
             n_labels = sum(sum(1 for x in lab[1:] if x != IGNORE) for b in group for _, lab in (train_set[i] for i in b))
@@ -553,7 +738,6 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
                     # examples weigh per token, whatever the grouping.
                     acc.backward(loss_sum / max(1, n_labels))
                 step_loss, step_n, step_tokens = step_loss + float(loss_sum.detach()), step_n + int(n), step_tokens + tokens
-                micro += 1
             if Stop.requested:
                 break
             lr_used = sched.get_last_lr()[0]
@@ -561,25 +745,23 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            torch_rng, position = torch.get_rng_state(), (epoch, gi + 1, epoch_rng)
             dt = time.perf_counter() - t_step
+            prog.record_step(dt, step_tokens * acc.num_processes)
             if step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
                 warm_tokens += step_tokens * acc.num_processes
                 warm_time += dt
-                step_times.append(dt)
             rate = warm_tokens / warm_time if warm_time else step_tokens / dt
-            avg = (sum(step_times) / len(step_times)) if step_times else dt
-            n_evals_left = (total - step) // eval_every
             row = dict(step=step, epoch=round(epoch + (gi + 1) / len(groups), 3), loss=round(step_loss / max(1, step_n), 5),
-                       lr=lr_used, tokens_per_s=round(rate, 1),
-                       eta_s=round(avg * (total - step) + eval_s * n_evals_left, 1),
+                       lr=lr_used, tokens_per_s=round(rate, 1), eta_s=prog.eta(step),
                        elapsed_s=round(time.perf_counter() - t_start, 2))
-            if step % eval_every == 0 or step == total:
-                t0 = time.perf_counter()
-                row["eval_loss"] = evaluate()
-                eval_s = time.perf_counter() - t0
+            evaluated = bool(held_set) and (step % eval_every == 0 or step == total)
+            if evaluated:
+                row["eval_loss"] = evaluate(step)
+                row["eta_s"] = prog.eta(step)
                 evals.append((step, row["eval_loss"]))
-                if row["eval_loss"] < best[0]:
-                    best, since_best = (row["eval_loss"], step, lora_state()), 0
+                if _better(row["eval_loss"], best[0]):
+                    best, since_best = (row["eval_loss"], step, snapshot()), 0
                 else:
                     since_best += 1
                 log.info("step %d/%d loss %.4f held-out %.4f lr %.2e %.0f tok/s", step, total, row["loss"],
@@ -587,7 +769,10 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             else:
                 log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, row["loss"], row["lr"], rate)
             run.metric(**row)
-            run.status("running", total_steps=total, step=step, eta_s=row["eta_s"])
+            run.status("running", total_steps=total, step=step, eta_s=row["eta_s"], phase="training",
+                       phase_done=step, phase_total=total, phase_detail=None)
+            if evaluated or (cfg.save_every and step % cfg.save_every == 0):
+                save_checkpoint()
             if cfg.early_stop and since_best >= cfg.early_stop:
                 log.info("early stop: no held-out improvement in %d evaluations", cfg.early_stop)
                 stopped_early = done = True
@@ -595,46 +780,84 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             if step >= total:
                 done = True
                 break
+        skip = 0
         epoch += 1
 
     cancelled = Stop.requested and not done
     if cancelled:
+        save_checkpoint()  # so `--resume` can go on from the last completed step
         # Cancel must be quick: keep the last measured held-out loss instead of a new evaluation.
         after_step, after = evals[-1]
-    elif evals[-1][0] == step:
-        after_step, after = evals[-1]
+    elif evals[-1][0] == step or not held_set:
+        after_step, after = step, evals[-1][1]
     else:
-        after_step, after = step, evaluate()
+        after_step, after = step, evaluate(step)
         evals.append((step, after))
     chosen = step
-    if cfg.keep_best and best[2] is not None and best[0] < after:
-        model.load_state_dict(best[2], strict=False)
+    if cfg.keep_best and best[2] is not None and _better(best[0], after):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(best[2][n])
         after_step, after, chosen = best[1], best[0], best[1]
-        log.info("keep-best: adapter from step %d (held-out %.4f)", chosen, after)
+        log.info("keep-best: weights from step %d (held-out %.4f)", chosen, after)
+    what = "adapter" if cfg.method == "lora" else "model"
+    start_point = "the adapter it continued" if cfg.init_adapter else f"the untrained starting {what}"
+    improved = None if before is None or after is None else _better(after, before)
+    note = None
+    if not held_set:
+        note = "no held-out example fits in --max-seq-len: trained without evaluation, so nothing says it improved"
+    elif step == 0:
+        note = f"stopped before its first step: the result is {start_point}, not an upgrade"
+    elif chosen == 0:
+        note = (f"no evaluation beat the starting point (held-out {before:.4f}): the result is {start_point}, "
+                "not an upgrade")
+    elif not improved:
+        note = f"the held-out loss did not improve ({before:.4f} -> {after:.4f})"
+    if note:
+        log.warning("%s", note)
+    state = "cancelled" if cancelled else "finished"
     final = {"eval_loss_before": before, "eval_loss_after": after, "eval_loss_after_step": after_step,
-             "adapter_step": chosen, "steps": step, "total_steps": total, "cancelled": cancelled,
+             "adapter_step": chosen, "adapter_is_start": chosen == 0, "improved": improved, "note": note,
+             "evaluation": bool(held_set), "steps": step, "total_steps": total, "cancelled": cancelled,
              "stopped_early": stopped_early, "evals": [{"step": s, "eval_loss": v} for s, v in evals],
              "train_tokens_per_s": round(warm_tokens / warm_time, 1) if warm_time else None,
+             "eval_tokens_per_s": round(prog.eval_tok_s, 1) if prog.eval_tok_s else None, "load_seconds": load_s,
              "train_seconds": round(time.perf_counter() - t_start, 1), "method": method,
-             "peak_rss_mb": peak_rss_mb()}
+             "resumed_from_step": ck["step"] if ck else None, "peak_rss_mb": peak_rss_mb()}
+    out = {}
     if acc.is_main_process:
+        run.phase("saving", f"writing the {what}", step=step, total_steps=total)
         meta = {"name": run.path.name, "base": base, "method": method, "template": template.name,
                 "model_type": getattr(getattr(model, "config", None), "model_type", None),
                 "model_config": _model_config(model), "system_prompt": system, "data_sha256": sha,
-                "data_path": str(data_path),
-                "eval_loss_before": before, "eval_loss_after": after, "steps": step, "lora_r": cfg.lora_r,
-                "lora_alpha": cfg.lora_alpha, "target_modules": cfg.modules(), "created": time.time()}
-        save_adapter(acc.unwrap_model(loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
+                "data_path": str(data_path), "eval_loss_before": before, "eval_loss_after": after, "steps": step,
+                "created": time.time()}
+        if cfg.method == "lora":
+            meta.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.modules())
+            out = save_adapter(acc.unwrap_model(loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
+        else:
+            out = save_full_model(model, tok, run.path, meta, template, model_file)
+        final.update(out)
         write_json(run.path / "final_eval.json", final)
         run.metric(final=True, step=step, eval_loss=after, eval_loss_before=before,
-                   tokens_per_s=final["train_tokens_per_s"], elapsed_s=final["train_seconds"],
-                   state="cancelled" if cancelled else "finished")
-        run.status("cancelled" if cancelled else "finished", step=step, finished=time.time())
-    log.info("%s after %d steps: held-out %.4f -> %.4f; adapter in %s", "cancelled" if cancelled else "finished",
-             step, before, after, run.path / "adapter")
-    return {"run_dir": str(run.path), "adapter": str(run.path / "adapter"), "status": "cancelled" if cancelled else "finished",
-            **{k: final[k] for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
-                                     "peak_rss_mb")}}
+                   tokens_per_s=final["train_tokens_per_s"], elapsed_s=final["train_seconds"], state=state)
+        if not cancelled:
+            shutil.rmtree(run.path / checkpoint.FOLDER, ignore_errors=True)  # finished: nothing left to resume
+        run.status(state, step=step, finished=time.time(), phase=None, phase_done=None, phase_total=None,
+                   phase_detail=None, eta_s=None)
+    loss_txt = "no held-out loss" if before is None else f"held-out {before:.4f} -> {after:.4f}"
+    log.info("%s after %d steps: %s; %s in %s", state, step, loss_txt, what,
+             out.get("adapter") or out.get("model") or run.path)
+    return {"run_dir": str(run.path), "adapter": out.get("adapter"), "status": state, "method": cfg.method,
+            **{k: final.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
+                                         "peak_rss_mb", "improved", "adapter_is_start", "note", "model", "gguf")}}
+
+
+def _better(loss: float | None, than: float | None) -> bool:
+    """A held-out loss beats another; a diverged (NaN) one never does, and anything beats NaN."""
+    if loss is None or math.isnan(loss):
+        return False
+    return than is None or math.isnan(than) or loss < than
 
 
 def _model_config(model) -> dict:
@@ -704,4 +927,26 @@ def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> dict:
     except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
         log.warning("no GGUF adapter: %s", e)
     _swap_in(tmp, target)
+    return out
+
+
+def save_full_model(model, tokenizer, run_path: Path, meta: dict, template, model_file: str | None) -> dict:
+    """A full run's result: RUN/model (transformers, fp32, so `pet export lora` sees the exact weight
+    changes) and RUN/model.gguf (f16, what llama.cpp serves)."""
+    from pet.export import write_gguf_model
+
+    target = run_path / "model"
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_json(tmp / "pet_model.json", meta)
+    _swap_in(tmp, target)
+    out = {"model": str(target), "gguf": None}
+    try:
+        write_gguf_model(target, run_path / "model.gguf", tokenizer_gguf=model_file, chat_template=template.source,
+                         name=f"PET full fine-tune {run_path.name}")
+        out["gguf"] = str(run_path / "model.gguf")
+    except PetError as e:
+        log.warning("no GGUF model: %s", e)
     return out

@@ -1,0 +1,91 @@
+"""Checkpoints: what a killed run needs to go on exactly where it stopped.
+
+`RUN/checkpoint/` holds the trainable weights in fp32 (the LoRA, or every trained weight of a full
+run), the optimizer and scheduler states, the random states (the epoch's batch order and dropout),
+the step and the position in the epoch, and the evaluation history that keep-best and early stopping
+use. It is written at each evaluation, every --save-every steps and on cancel, to a temporary
+folder swapped in whole, so a kill at any moment leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from pet import PetError
+
+FOLDER = "checkpoint"
+
+
+def save(run_path: Path, weights: dict, best: dict | None, state: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    target = run_path / FOLDER
+    tmp = run_path / f"{FOLDER}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
+    if best:
+        save_file({k: v.float().contiguous().cpu() for k, v in best.items()}, str(tmp / "best.safetensors"))
+    torch.save(state, tmp / "state.pt")
+    (tmp / "step").write_text(str(state["step"]))  # readable without torch (the UI)
+    old = run_path / f"{FOLDER}.old{os.getpid()}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load(run_path: Path) -> tuple[dict, dict | None, dict]:
+    import torch
+    from safetensors.torch import load_file
+
+    folder = run_path / FOLDER
+    weights = load_file(str(folder / "weights.safetensors"))
+    best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
+    # Our own file: it holds Python random states (tuples), which weights_only loading refuses.
+    state = torch.load(folder / "state.pt", weights_only=False)
+    return weights, best, state
+
+
+def step_of(run_path: Path) -> int | None:
+    try:
+        return int((Path(run_path) / FOLDER / "step").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def resumable(run_path: Path) -> tuple[bool, str]:
+    """Whether `pet train --resume` can continue this run, and if not, why."""
+    run_path = Path(run_path)
+    try:
+        status = json.loads((run_path / "status.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False, f"{run_path} is not a training run (no readable status.json)"
+    if status.get("state") == "finished":
+        return False, f"run {run_path.name} has finished: nothing to resume"
+    if step_of(run_path) is None:
+        return False, (f"run {run_path.name} has no checkpoint (it stopped before its first evaluation or "
+                       "--save-every step): start it again instead")
+    if not (run_path / "config.json").exists():
+        return False, f"run {run_path.name} has no config.json"
+    return True, ""
+
+
+def find_run(ref: str, runs_dir: Path, flag: str = "--resume") -> Path:
+    """A run given by its id (under PET_HOME/runs) or its folder."""
+    p = Path(ref).expanduser()
+    if p.is_dir():
+        return p
+    if ref and (runs_dir / ref).is_dir():
+        return runs_dir / ref
+    raise PetError(f"{flag}: no run {ref!r} (give a run id from {runs_dir} or a run folder)")
+
+
+def check_resumable(run_path: Path) -> None:
+    ok, why = resumable(run_path)
+    if not ok:
+        raise PetError(f"--resume: {why}")
