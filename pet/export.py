@@ -344,3 +344,158 @@ def write_gguf_model(model_dir: str | Path, target: str | Path, tokenizer_gguf: 
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+# -- a LoRA from a full fine-tune ------------------------------------------------------------------------
+LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _load_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise PetError(f"{folder}: no *.safetensors weights")
+    out = {}
+    for f in files:
+        out.update(load_file(str(f)))
+    return out
+
+
+def read_full_run(run_dir: Path) -> tuple[dict, Path, Path]:
+    """(config, fine-tuned model folder, base model folder) of a finished --method full run."""
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise PetError(f"--run: {run_dir} is not a training run (no config.json)")
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if cfg.get("method") != "full":
+        raise PetError(f"--run: run {run_dir.name} trained a LoRA (method {cfg.get('method', 'lora')!r}); its adapter "
+                       f"is {run_dir / 'adapter'}. Only a --method full run has weights to extract an adapter from")
+    tuned = run_dir / "model"
+    if not (tuned / "config.json").exists():
+        raise PetError(f"--run: run {run_dir.name} has no finished model (RUN/model); it was interrupted or "
+                       f"cancelled before saving: resume it with `python -m pet train --resume {run_dir.name}`")
+    base = Path(cfg["resolved"]["model_folder"])
+    if not (base / "config.json").exists():
+        raise PetError(f"the base model folder {base} of run {run_dir.name} is gone (a cache that was cleared?): "
+                       "train any run on the same tier again to rebuild it")
+    return cfg, tuned, base
+
+
+def energy_by_rank(singular: list, ranks: list[int], total: float) -> dict[int, float]:
+    """Share of `total` (squared Frobenius norm) kept by the top r singular values of every matrix, per r."""
+    import torch
+
+    kept = {r: 0.0 for r in ranks}
+    for s in singular:
+        c = torch.cumsum(s.double() ** 2, 0)
+        for r in ranks:
+            kept[r] += float(c[min(r, len(c)) - 1])
+    return {r: (kept[r] / total if total > 0 else 1.0) for r in ranks}
+
+
+def extract_lora(run_dir: str | Path, rank: int, out: str | Path | None = None,
+                 targets: tuple[str, ...] = LINEAR) -> dict:
+    """Low-rank extraction of a full fine-tune's weight changes into a normal LoRA adapter (PEFT + GGUF).
+
+    For each adapted weight, the change D = W_tuned - W_base is factored by SVD, D = U S V^T, and its
+    best rank-r approximation is kept as B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, with alpha = r so
+    PEFT's and llama.cpp's scale alpha/r is 1. Returns the report: the share of the change's energy
+    (squared Frobenius norm) each rank keeps, over the adapted weights and over every changed weight
+    (norms, and embeddings if they trained, cannot go into a LoRA).
+    """
+    import torch
+
+    from pet.adapters import GGUF_FILE, INFO_FILE
+
+    run_dir = Path(run_dir)
+    cfg, tuned_dir, base_dir = read_full_run(run_dir)
+    tuned, base = _load_weights(tuned_dir), _load_weights(base_dir)
+    if rank < 1:
+        raise PetError(f"--rank must be >= 1, got {rank}")
+    missing = sorted(set(tuned) ^ set(base))
+    if missing:
+        raise PetError(f"run {run_dir.name}: the fine-tuned and base models have different weights "
+                       f"({', '.join(missing[:3])}...): was the base model replaced?")
+    factors, singular = {}, []
+    total = other = 0.0
+    for name in sorted(tuned):
+        d = tuned[name].double() - base[name].double()
+        e = float((d ** 2).sum())
+        total += e
+        module = name[:-len(".weight")] if name.endswith(".weight") else name
+        if d.ndim != 2 or module.rsplit(".", 1)[-1] not in targets:
+            other += e
+            continue
+        u, s, vh = torch.linalg.svd(d.float(), full_matrices=False)
+        singular.append(s)
+        k = min(rank, len(s))  # a smaller matrix keeps all of its change; the rest of its rank stays zero
+        root = s[:k].sqrt()
+        a, b = torch.zeros(rank, d.shape[1]), torch.zeros(d.shape[0], rank)
+        a[:k], b[:, :k] = root[:, None] * vh[:k], u[:, :k] * root[None, :]
+        factors[module] = (a, b)
+    if not factors:
+        raise PetError(f"run {run_dir.name}: no {', '.join(targets)} weights to extract")
+    max_rank = max(int(s.numel()) for s in singular)
+    if rank > max_rank:
+        raise PetError(f"--rank {rank}: at most {max_rank} for this model (its largest adapted weight has that "
+                       "rank); that rank already keeps all of the change")
+    ranks = sorted({r for r in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if r <= max_rank} | {rank})
+    linear_total = total - other
+    on_linear = energy_by_rank(singular, ranks, linear_total)
+    report = {"rank": rank, "energy_kept": on_linear[rank] * linear_total / total if total > 0 else 1.0,
+              "energy_kept_of_adapted": on_linear[rank],
+              "energy_not_adaptable": other / total if total > 0 else 0.0,
+              "by_rank": [{"rank": r, "energy_kept_of_adapted": round(on_linear[r], 6),
+                           "energy_kept": round(on_linear[r] * linear_total / total, 6) if total > 0 else 1.0}
+                          for r in ranks]}
+    target = Path(out) if out else run_dir / "adapter"
+    _write_peft_lora(target, factors, rank, cfg, run_dir, report)
+    write_gguf_adapter(target, target / GGUF_FILE)
+    report.update(adapter=str(target), gguf=str(target / GGUF_FILE), info=str(target / INFO_FILE))
+    return report
+
+
+def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir: Path, report: dict) -> None:
+    import shutil
+
+    import torch
+    from peft import LoraConfig
+    from safetensors.torch import save_file
+
+    from pet.adapters import INFO_FILE
+
+    resolved = cfg["resolved"]
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    modules = sorted({m.rsplit(".", 1)[-1] for m in factors})
+    LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=modules, bias="none",
+               task_type="CAUSAL_LM", base_model_name_or_path=resolved["base"].get("ref")).save_pretrained(tmp)
+    tensors = {}
+    for module, (a, b) in factors.items():
+        tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(torch.bfloat16).contiguous()
+        tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(torch.bfloat16).contiguous()
+    save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    tuned_meta = {}
+    if (run_dir / "model" / "pet_model.json").exists():
+        tuned_meta = json.loads((run_dir / "model" / "pet_model.json").read_text(encoding="utf-8"))
+    base_cfg = json.loads((run_dir / "model" / "config.json").read_text(encoding="utf-8"))
+    final = {}
+    if (run_dir / "final_eval.json").exists():
+        final = json.loads((run_dir / "final_eval.json").read_text(encoding="utf-8"))
+    meta = {"name": f"{run_dir.name}-r{rank}", "base": resolved["base"], "method": f"lora-svd-r{rank} of full run",
+            "template": resolved.get("template"), "model_type": base_cfg.get("model_type"),
+            "model_config": model_config(base_cfg.get("model_type"), base_cfg),
+            "system_prompt": resolved.get("system_prompt"), "data_sha256": tuned_meta.get("data_sha256"),
+            "data_path": resolved.get("data_path"), "steps": final.get("steps"),
+            # The full model's losses: the extracted adapter approximates it (energy_kept says how closely).
+            "eval_loss_before": final.get("eval_loss_before"), "eval_loss_after": final.get("eval_loss_after"),
+            "lora_r": rank, "lora_alpha": rank, "target_modules": modules, "extraction": report,
+            "source_run": str(run_dir), "created": time.time()}
+    (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+    old = target.with_name(target.name + f".old{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
