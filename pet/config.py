@@ -37,6 +37,10 @@ class GenParams:
     max_new_tokens: int = 512
     repeat_penalty: float = 1.1
     seed: int | None = None
+    # Decoding that stays on the request (pet/decoding.py): these wrap any backend.
+    loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
+    fewshot: int = 0  # put the K curated examples nearest the request in as earlier turns
+    best_of: int = 1  # sample N answers, return the one that best keeps the request's task
 
     def problems(self, where: str = "params") -> list[str]:
         out = []
@@ -54,6 +58,10 @@ class GenParams:
             out.append(f"{where}.repeat_penalty: must be between 0.5 and 2, got {self.repeat_penalty}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
             out.append(f"{where}.seed: must be between 0 and 2^31-1, got {self.seed}")
+        if not 0 <= self.fewshot <= 8:
+            out.append(f"{where}.fewshot: must be between 0 and 8 examples, got {self.fewshot}")
+        if not 1 <= self.best_of <= 8:
+            out.append(f"{where}.best_of: must be between 1 and 8 candidates, got {self.best_of}")
         return out
 
     def __post_init__(self):
@@ -69,7 +77,8 @@ class GenParams:
 
 
 PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
-               "max_new_tokens": int, "repeat_penalty": float, "seed": int}
+               "max_new_tokens": int, "repeat_penalty": float, "seed": int,
+               "loop_guard": bool, "fewshot": int, "best_of": int}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,11 @@ def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) ->
         if typ is None:
             problems.append(f"{where}.{key}: unknown setting (valid: {', '.join(PARAM_TYPES)})")
             continue
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or (typ is int and not isinstance(val, int)):
+        if typ is bool:
+            if not isinstance(val, bool):
+                problems.append(f"{where}.{key}: must be true or false, got {val!r}")
+                continue
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or (typ is int and not isinstance(val, int)):
             problems.append(f"{where}.{key}: must be {'an integer' if typ is int else 'a number'}, got {val!r}")
             continue
         values[key] = typ(val)

@@ -747,8 +747,13 @@ def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TR
                     histogram=[{"from": b * width, "to": (b + 1) * width, "count": buckets.get(b, 0)}
                                for b in range(toks[-1] // width + 1)])
     held = sum(is_heldout(e) for e in examples)
+    tags = {tag: dict(Counter((e.get(tag) or "(untagged)") for e in examples).most_common())
+            for tag in ("language", "pov", "style")}
     return {"examples": len(examples), "heldout": held, "train": len(examples) - held,
-            "domains": dict(domains.most_common()), "techniques": dict(techniques.most_common()), "tokens": dist}
+            "domains": dict(domains.most_common()), "techniques": dict(techniques.most_common()),
+            "languages": tags["language"], "povs": tags["pov"], "styles": tags["style"],
+            "turns": dict(Counter(f"{sum(m['role'] == 'user' for m in e['messages'])} user turn(s)"
+                                  for e in examples).most_common()), "tokens": dist}
 
 
 # --- export ---

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 
-from pet import PetError, templates
+from pet import PetError, decoding, templates
 from pet.backends.base import Answer, Chunk, collect
 from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
@@ -33,9 +33,11 @@ class Engine:
                system: str | None = None) -> Iterator[Chunk]:
         """Stream a tier's answer. `system` None means the tier's own system prompt; "" means none."""
         spec = self.tiers.spec(tier)
+        params = params or spec.params
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
         backend = self.tiers.backend(tier)
-        yield from backend.stream(msgs, params or spec.params)
+        stream = backend.stream(msgs, params)
+        yield from decoding.guard_loops(stream) if params.loop_guard else stream
 
     def template_for(self, tier: str) -> templates.ChatTemplate:
         """The chat template a tier is served (and trained) with, without loading its weights."""

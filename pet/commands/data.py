@@ -144,7 +144,9 @@ def cmd_stats(args) -> int:
     print(f"version {v}: {st['examples']} examples ({st['train']} train, {st['heldout']} held out)")
     print(f"tokens{est}: min {t['min']}, median {t['median']}, p90 {t['p90']}, max {t['max']}; "
           f"{t['over_cutoff']} over the cutoff of {t['cutoff']}")
-    for title, key in (("domains", "domains"), ("techniques", "techniques")):
+    print("length: " + ", ".join(f"{h['from']}-{h['to']}: {h['count']}" for h in t["histogram"] if h["count"]))
+    for title, key in (("domains", "domains"), ("techniques", "techniques"), ("languages", "languages"),
+                       ("points of view", "povs"), ("request styles", "styles"), ("turns", "turns")):
         print(f"{title}:")
         for tag, n in st[key].items():
             print(f"  {tag:<24} {n:>5}  {'#' * max(1, round(40 * n / max(1, st['examples'])))}")
