@@ -56,7 +56,9 @@ class LlamaCppBackend(Backend):
         self.n_ctx = n_ctx
         self.lora_path = lora_path
         self.template_override = template_override
-        self.n_threads = n_threads or max(1, os.cpu_count() or 1)
+        # PET_SERVE_THREADS caps serving threads: llama.cpp's threads spin while they wait for each
+        # other, so on a CPU shared with a training job fewer threads decode faster, not slower.
+        self.n_threads = n_threads or int(os.environ.get("PET_SERVE_THREADS") or 0) or max(1, os.cpu_count() or 1)
         self.llm = None
         self.template: templates.ChatTemplate | None = None
         self._lock = threading.Lock()  # a llama.cpp context serves one request at a time
