@@ -85,3 +85,99 @@ def guard_loops(stream: Iterator[Chunk], guard: LoopGuard | None = None) -> Iter
         yield Chunk("", last.tokens, last.elapsed_s, last.ttft_s, True, "stop")
 
 
+
+
+# -- retrieval few-shot ------------------------------------------------------------------------------
+class FewShotIndex:
+    """The curated examples nearest a request, as demonstrations (earlier turns of the conversation).
+
+    Built over the train split only, so a held-out benchmark request never sees its own reference.
+    Embeddings are cached per dataset content (`key`, e.g. the version's SHA-256) in `cache_dir` as
+    .npy, so a restart does not embed a thousand examples again.
+    """
+
+    def __init__(self, examples: list[dict], key: str, cache_dir=None):
+        from pet import dataset
+
+        self.examples = [e for e in examples if not dataset.is_heldout(e)]
+        self.key = key
+        self._vecs = None
+        self._cache = (cache_dir / f"fewshot-{key[:24]}.npy") if cache_dir is not None else None
+
+    def vectors(self):
+        import numpy as np
+
+        from pet import dataset, embed
+
+        if self._vecs is None:
+            if self._cache is not None and self._cache.is_file():
+                vecs = np.load(self._cache, allow_pickle=False)
+                if vecs.shape[0] == len(self.examples):
+                    self._vecs = vecs
+            if self._vecs is None:
+                self._vecs = embed.encode([dataset.first_user(e) for e in self.examples])
+                if self._cache is not None:
+                    self._cache.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self._cache.with_suffix(".tmp.npy")
+                    np.save(tmp, self._vecs, allow_pickle=False)
+                    tmp.replace(self._cache)
+        return self._vecs
+
+    def nearest(self, request: str, k: int) -> list[dict]:
+        from pet import embed
+
+        if k <= 0 or not self.examples:
+            return []
+        idx = embed.nearest(embed.encode([request]), self.vectors(), k)[0]
+        return [self.examples[i] for i in idx]
+
+
+def with_demonstrations(messages: list[dict], demos: list[dict], budget_chars: int) -> list[dict]:
+    """Insert demonstrations after the system message, nearest last (closest to the request),
+    dropping the farthest ones that do not fit `budget_chars` of prompt."""
+    head = messages[:1] if messages and messages[0]["role"] == "system" else []
+    rest = messages[len(head):]
+    chosen, used = [], sum(len(m["content"]) for m in messages)
+    for d in demos:  # nearest first
+        turns = [{"role": m["role"], "content": m["content"]} for m in d["messages"] if m["role"] != "system"]
+        size = sum(len(m["content"]) for m in turns)
+        if used + size > budget_chars:
+            continue
+        chosen.append(turns)
+        used += size
+    shots = [m for turns in reversed(chosen) for m in turns]
+    return head + shots + rest
+
+
+# -- best-of-N ---------------------------------------------------------------------------------------
+def rank_key(request: str, text: str, finish_reason: str | None) -> tuple:
+    """How well one candidate does PET's job, as a sortable key (higher is better): it ended by itself,
+    it rewrites rather than answers, it keeps the request's subject, then its PET score."""
+    from pet import score
+
+    s = score.score_prompt(text, request)
+    return (finish_reason == "stop", not score.is_answer_not_rewrite(request, text),
+            round(score.keeps_subject(request, text), 1), s.total)
+
+
+def best_of(make_stream, n: int, request: str) -> Iterator[Chunk]:
+    """Draw n candidates (make_stream(i) streams candidate i), return the best as one chunk.
+
+    Nothing is shown until all n are done, so the time to first token is the whole cost; the last
+    chunk's tokens count every candidate's tokens, so tokens/s stays an honest cost figure.
+    """
+    import time
+
+    from pet.backends.base import collect
+
+    t0 = time.perf_counter()
+    cands = []
+    for i in range(n):
+        ans = collect(make_stream(i))
+        cands.append((rank_key(request, ans.text, ans.stats.finish_reason), i, ans))
+    cands.sort(key=lambda c: (c[0], -c[1]), reverse=True)
+    best = cands[0][2]
+    total = sum(c[2].stats.tokens for c in cands)
+    now = time.perf_counter() - t0
+    yield Chunk(best.text, total, now, now)
+    yield Chunk("", total, now, now, True, best.stats.finish_reason)

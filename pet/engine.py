@@ -18,6 +18,7 @@ class Engine:
         specs = merge_overlay(load_tiers(self.settings.tiers_path), self.settings.home / OVERLAY_FILE)
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
         self._vocabs: dict[str, tuple] = {}
+        self._fewshot: tuple | None = None  # (dataset version, FewShotIndex)
 
     @cached_property
     def store(self) -> Store:
@@ -35,9 +36,37 @@ class Engine:
         spec = self.tiers.spec(tier)
         params = params or spec.params
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
+        if params.fewshot:
+            msgs = self.with_fewshot(msgs, params)
         backend = self.tiers.backend(tier)
-        stream = backend.stream(msgs, params)
-        yield from decoding.guard_loops(stream) if params.loop_guard else stream
+
+        def one(p: GenParams) -> Iterator[Chunk]:
+            stream = backend.stream(msgs, p)
+            return decoding.guard_loops(stream) if p.loop_guard else stream
+
+        if params.best_of > 1:
+            # Greedy decoding would give N identical candidates: sample, with a seed per candidate.
+            temp, seed = params.temperature or 0.7, params.seed or 0
+            yield from decoding.best_of(lambda i: one(params.with_overrides(temperature=temp, seed=seed + i)),
+                                        params.best_of, templates.last_user(msgs))
+        else:
+            yield from one(params)
+
+    def with_fewshot(self, messages: list[dict], params: GenParams) -> list[dict]:
+        """The conversation with the `params.fewshot` curated examples nearest its last request put
+        in as earlier turns (from the latest dataset version's train split)."""
+        from pet.datastore import DatasetStore
+
+        version, examples = DatasetStore(self.store).current()
+        if self._fewshot is None or self._fewshot[0] != version:
+            from pet import dataset
+
+            key = dataset.examples_sha256(examples)
+            self._fewshot = (version, decoding.FewShotIndex(examples, key, self.settings.path("cache")))
+        demos = self._fewshot[1].nearest(templates.last_user(messages), params.fewshot)
+        # About 3 characters a token keeps non-English text inside the context too.
+        budget = 3 * (params.n_ctx - params.max_new_tokens) - 200
+        return decoding.with_demonstrations(messages, demos, budget)
 
     def template_for(self, tier: str) -> templates.ChatTemplate:
         """The chat template a tier is served (and trained) with, without loading its weights."""

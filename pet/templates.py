@@ -151,6 +151,11 @@ def choose(override: str | None, own_template: str | None, architecture: str | N
                    f"tier to one of {', '.join(BUILTIN)}")
 
 
+def last_user(messages: list[dict]) -> str:
+    """The latest request in a conversation ("" when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
     """Put the tier's system prompt first unless the conversation already starts with one."""
     msgs = [dict(m) for m in messages]

@@ -5,8 +5,8 @@ batches in data/batches/*.jsonl.
 
 - every row is validated with pet.dataset (row and field named on failure; nothing is written then);
 - exact and near-duplicate requests are dropped (word-set Jaccard >= 0.7 on the first user turn),
-  and so is any request too close (>= 0.6) to a benchmark request in bench/fresh_requests.jsonl, which must
-  never be trained on;
+  and so is any request too close (>= 0.6) to a request in bench/fresh_requests.jsonl (the final
+  judge's) or bench/dev_requests.jsonl (for tuning decoding), which must never be trained on;
 - the held-out split is fixed per example (`split`), about 11% of each domain, chosen by the stable
   hash of the request, so it is stratified by domain and does not move when batches grow.
 `--check` rebuilds in memory and fails if data/pet_examples.jsonl differs.
@@ -29,7 +29,7 @@ from pet import dataset  # noqa: E402
 
 SOURCES = ROOT / "data" / "batches"
 OUT = ROOT / "data" / "pet_examples.jsonl"
-FRESH = ROOT / "bench" / "fresh_requests.jsonl"
+HELD_APART = (ROOT / "bench" / "fresh_requests.jsonl", ROOT / "bench" / "dev_requests.jsonl")
 HELDOUT_SHARE = 0.11
 NEAR_FRESH = 0.6  # benchmark requests are kept far away from training
 NEAR_DUP = 0.7
@@ -63,7 +63,8 @@ def build() -> tuple[list[dict], list[str]]:
                 for p in dataset.validate_example({k: v for k, v in r.items() if k != "_src"}, 0)]
     if problems:
         raise SystemExit("bad source rows:\n" + "\n".join(problems))
-    fresh = [words(json.loads(line)["request"]) for line in open(FRESH, encoding="utf-8") if line.strip()]
+    fresh = [words(json.loads(line)["request"]) for f in HELD_APART for line in open(f, encoding="utf-8")
+             if line.strip()]
     kept: list[dict] = []
     seen: list[frozenset] = []
     for r in rows:
