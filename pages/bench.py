@@ -9,9 +9,7 @@ import datetime as dt
 import html
 
 import gradio as gr
-import plotly.graph_objects as go
-
-from pet import PetError, benchmark
+from pet import PetError, benchmark, benchplot
 from pet.score import WEIGHTS
 
 NO_JUDGE = "(no judge)"
@@ -78,8 +76,9 @@ def comparisons_md(run: dict) -> str:
     return "\n".join(plain) + "\n\n" + benchmark.comparison_table(run)
 
 
-def show_run(run: dict) -> tuple[str, str, str, str]:
-    return result_head(run), benchmark.tier_table(run), blocks_table(run), comparisons_md(run)
+def show_run(run: dict) -> tuple:
+    return (result_head(run), benchmark.tier_table(run), blocks_table(run), comparisons_md(run),
+            benchplot.tier_figure(run))
 
 
 def run_choices(store) -> list[tuple[str, str]]:
@@ -106,29 +105,8 @@ def runs_md(store) -> str:
     return "\n".join(lines)
 
 
-def history_figure(store, metric: str) -> go.Figure:
-    rows = benchmark.history(store, metric)
-    fig = go.Figure()
-    order = list(dict.fromkeys(r["run_id"] for r in rows))
-    for tier in dict.fromkeys(r["tier"] for r in rows):
-        pts = [r for r in rows if r["tier"] == tier and r["value"] is not None]
-        if not pts:
-            continue
-        has_ci = any(p["ci_low"] is not None for p in pts)
-        fig.add_trace(go.Scatter(
-            x=[order.index(p["run_id"]) + 1 for p in pts], y=[p["value"] for p in pts], mode="lines+markers",
-            name=tier, text=[f"run {p['run_id']} · group {p['group']}" for p in pts],
-            error_y={"type": "data", "symmetric": False,
-                     "array": [(p["ci_high"] - p["value"]) if p["ci_high"] is not None else 0 for p in pts],
-                     "arrayminus": [(p["value"] - p["ci_low"]) if p["ci_low"] is not None else 0 for p in pts]}
-            if has_ci else None))
-    groups = {r["run_id"]: r["group"] for r in rows}
-    fig.update_layout(title=f"{benchmark.TIER_METRICS[metric]} across runs (bars: 95% interval)", height=380,
-                      xaxis={"title": "run (group letter: comparable runs share it)", "tickmode": "array",
-                             "tickvals": list(range(1, len(order) + 1)),
-                             "ticktext": [f"{i + 1}·{groups[r]}" for i, r in enumerate(order)]},
-                      yaxis_title=benchmark.TIER_METRICS[metric], margin={"l": 60, "r": 20, "t": 50, "b": 60})
-    return fig
+def history_figure(store, metric: str):
+    return benchplot.history_figure(benchmark.history(store, metric), metric)
 
 
 # -- the tab --------------------------------------------------------------------------------------------
@@ -172,6 +150,7 @@ def build(engine) -> dict:
         table = gr.Markdown("", elem_id="bench-table")
         blocks = gr.Markdown("", elem_id="bench-blocks")
         comps = gr.Markdown("", elem_id="bench-comparisons")
+        tier_chart = gr.Plot(label="This run", elem_id="bench-run-chart")
 
     with gr.Accordion("Past runs", open=True):
         runs_table = gr.Markdown("", elem_id="bench-runs-table")
@@ -205,7 +184,7 @@ def build(engine) -> dict:
 
     def open_run(run_id):
         if not run_id:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
             return show_run(benchmark.get_run(engine.store, run_id))
         except PetError as e:
@@ -222,8 +201,8 @@ def build(engine) -> dict:
     source.change(lambda s: gr.File(visible=s == SOURCES[1]), source, upload, api_name=False)
     quick.change(lambda q: gr.Dropdown(value=NO_JUDGE, interactive=not q), quick, judge, api_name=False)
     run_btn.click(run_bench, [tiers, judge, source, upload, limit, quick],
-                  [head, table, blocks, comps, runs_table, pick, chart, metric], api_name="bench")
-    pick.change(open_run, pick, [head, table, blocks, comps], api_name=False)
+                  [head, table, blocks, comps, tier_chart, runs_table, pick, chart, metric], api_name="bench")
+    pick.change(open_run, pick, [head, table, blocks, comps, tier_chart], api_name=False)
     metric.change(lambda m: history_figure(engine.store, m), metric, chart, api_name=False)
     refresh.click(refresh_all, metric, [runs_table, pick, chart], api_name=False)
     return {"score_prompt": sc_prompt, "run": run_btn,
