@@ -438,6 +438,11 @@ class Tracker:
         self.done += COST[kind]
         self.report(message)
 
+    def finish(self) -> None:
+        """Steps skipped on the way (a backend without log-probabilities) leave no gap: the run is done."""
+        self.done = self.total
+        self.report("done")
+
     def report(self, message: str) -> None:
         if self.callback is None:
             return
@@ -634,7 +639,7 @@ def run(engine, cfg: BenchConfig, progress: Callable[[Progress], None] | None = 
               "pairs": [list(p) for p in (cfg.pairs or default_pairs(list(per_tier)))]}
     save(engine.store, run_id, prompts, config, judge or "", cfg.quick, summaries, skipped, comparisons,
          per_tier, elapsed)
-    track.report("done")
+    track.finish()
     return get_run(engine.store, run_id)
 
 
