@@ -20,6 +20,7 @@ TABS = (
     ("train", "Train"),
     ("compare", "Compare"),
     ("arena", "Arena"),
+    ("bench", "Benchmark"),
 )
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "pet.css"

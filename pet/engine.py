@@ -31,14 +31,20 @@ class Engine:
         return self.tiers.spec(tier).params.with_overrides(**overrides)
 
     def stream(self, tier: str, messages: list[dict], params: GenParams | None = None,
-               system: str | None = None) -> Iterator[Chunk]:
-        """Stream a tier's answer. `system` None means the tier's own system prompt; "" means none."""
+               system: str | None = None, grammar: str | None = None) -> Iterator[Chunk]:
+        """Stream a tier's answer. `system` None means the tier's own system prompt; "" means none.
+        `grammar` (GBNF) constrains the answer where the backend supports it (see supports_grammar)."""
         spec = self.tiers.spec(tier)
         params = params or spec.params
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
+        backend = self.tiers.backend(tier)
+        if grammar is not None:  # a constrained verdict (the judge): no demonstrations, no sampling tricks
+            if not backend.supports_grammar:
+                raise PetError(f"tier {tier!r} ({backend.name}) cannot constrain answers with a grammar")
+            yield from backend.stream(msgs, params, grammar=grammar)
+            return
         if params.fewshot:
             msgs = self.with_fewshot(msgs, params)
-        backend = self.tiers.backend(tier)
 
         def one(p: GenParams) -> Iterator[Chunk]:
             stream = backend.stream(msgs, p)
@@ -67,6 +73,16 @@ class Engine:
         # About 3 characters a token keeps non-English text inside the context too.
         budget = 3 * (params.n_ctx - params.max_new_tokens) - 200
         return decoding.with_demonstrations(messages, demos, budget)
+
+    def supports_grammar(self, tier: str) -> bool:
+        """Can this tier's answers be grammar-constrained? Decided from the tiers file; no model is loaded."""
+        return self.tiers.spec(tier).backend == "llamacpp"
+
+    def logprobs(self, tier: str, messages: list[dict], answer: str, system: str | None = None) -> list[float]:
+        """Per-token log-probabilities of `answer` as the tier's reply (its system prompt unless `system`)."""
+        spec = self.tiers.spec(tier)
+        msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
+        return self.tiers.backend(tier).logprobs(msgs, answer)
 
     def template_for(self, tier: str) -> templates.ChatTemplate:
         """The chat template a tier is served (and trained) with, without loading its weights."""

@@ -94,6 +94,7 @@ class Backend(ABC):
     """One loaded model. `stream` must be safe to call from several threads (serialise inside)."""
 
     name: str = "backend"
+    supports_grammar: bool = False  # stream(..., grammar=GBNF) constrains the answer (llama.cpp)
 
     @abstractmethod
     def load(self) -> None: ...
@@ -101,6 +102,10 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         """Yield chunks of the answer to `messages` (system message first if any)."""
+
+    def logprobs(self, messages: list[dict], answer: str) -> list[float]:
+        """Log-probability of each token of `answer` (with its end-of-turn marker) after `messages`."""
+        raise BackendError(f"the {self.name} backend gives no log-probabilities")
 
     def describe(self) -> dict:
         return {}

@@ -113,6 +113,24 @@ class HFBackend(Backend):
                 cancel.set()
                 worker.join()
 
+    def logprobs(self, messages: list[dict], answer: str) -> list[float]:
+        """Log-probability of each token of `answer` (and its end-of-turn marker) as the reply to `messages`.
+
+        Logits are computed only for the answer's positions (logits_to_keep): a 262k-word LM head over
+        the whole prompt would cost more than the model's layers."""
+        self.load()
+        import torch
+
+        full, spans = self.template.training_text(messages + [{"role": "assistant", "content": answer}])
+        start, end = spans[-1]
+        prompt, target = self.tokenize(full[:start]), self.tokenize(full[start:end])
+        ids = torch.tensor([prompt + target])
+        with self._lock, torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                logits_to_keep=len(target) + 1).logits[0, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None])[:, 0]
+        return [float(x) for x in lp]
+
     def describe(self) -> dict:
         return {"location": self.location, "adapter": self.adapter_path,
                 "template": self.template.name if self.template else None}

@@ -49,6 +49,7 @@ def _import_llama():
 
 class LlamaCppBackend(Backend):
     name = "llamacpp"
+    supports_grammar = True
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, lora_path: Path | None = None,
                  template_override: str | None = None, n_threads: int | None = None):
@@ -90,7 +91,9 @@ class LlamaCppBackend(Backend):
     def prompt_tokens(self, messages: list[dict]) -> list[int]:
         return self.tokenize(self.template.render(messages, add_generation_prompt=True))
 
-    def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict], params: GenParams, grammar: str | None = None) -> Iterator[Chunk]:
+        """`grammar`: a GBNF grammar (llama.cpp's format) the answer must follow; the sampler masks every
+        token that would leave it, so the answer always parses (if it is not cut at max tokens)."""
         self.load()
         prompt = self.prompt_tokens(messages)
         room = self.n_ctx - len(prompt)
@@ -102,6 +105,10 @@ class LlamaCppBackend(Backend):
                   stop=list(self.template.stop), stream=True)
         if params.seed is not None:
             kw["seed"] = params.seed
+        if grammar:
+            from llama_cpp import LlamaGrammar
+
+            kw["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
         with self._lock:
             clock = Clock()
             gen = self.llm.create_completion(prompt, **kw)
@@ -116,6 +123,53 @@ class LlamaCppBackend(Backend):
                 yield clock.last(reason)
             finally:
                 gen.close()
+
+    def logprobs(self, messages: list[dict], answer: str) -> list[float]:
+        """Log-probability of each token of `answer` (and its end-of-turn marker) as the reply to `messages`.
+
+        One forward pass over prompt + answer, asking llama.cpp for logits only at the answer's positions:
+        a context made with logits_all would keep n_ctx x vocabulary floats (2 GB for Gemma 3's 262k
+        vocabulary). Raises BackendError when prompt + answer do not fit the context."""
+        import numpy as np
+        from llama_cpp import _internals
+
+        self.load()
+        full, spans = self.template.training_text(messages + [{"role": "assistant", "content": answer}])
+        start, end = spans[-1]
+        prompt, target = self.tokenize(full[:start]), self.tokenize(full[start:end])
+        ids = prompt + target
+        if len(ids) > self.n_ctx:
+            raise BackendError(f"prompt + answer are {len(ids)} tokens but the context holds {self.n_ctx}")
+        want = set(range(len(prompt) - 1, len(ids) - 1))  # position i predicts token i + 1
+        n_batch = self.llm.n_batch
+        out: list[float] = []
+        with self._lock:
+            batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
+            try:
+                self.llm.reset()
+                self.llm._ctx.kv_cache_clear()
+                for b0 in range(0, len(ids), n_batch):
+                    chunk = ids[b0:b0 + n_batch]
+                    b = batch.batch
+                    b.n_tokens = len(chunk)
+                    for j, tok in enumerate(chunk):
+                        b.token[j], b.pos[j], b.n_seq_id[j] = tok, b0 + j, 1
+                        b.seq_id[j][0] = 0
+                        b.logits[j] = (b0 + j) in want
+                    self.llm._ctx.decode(batch)
+                    for j in range(len(chunk)):
+                        if (b0 + j) in want:
+                            row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(j), shape=(self.llm.n_vocab(),))
+                            row = row.astype(np.float64)
+                            m = row.max()
+                            lse = m + np.log(np.exp(row - m).sum())
+                            out.append(float(row[ids[b0 + j + 1]] - lse))
+            finally:
+                # Generation must not reuse this pass's KV cache as a prompt prefix.
+                self.llm._ctx.kv_cache_clear()
+                self.llm.reset()
+                batch.close()
+        return out
 
     def describe(self) -> dict:
         return {"model_path": str(self.model_path), "adapter": str(self.lora_path) if self.lora_path else None,

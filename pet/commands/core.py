@@ -1,4 +1,4 @@
-"""Core commands: tiers, chat, serve, bench."""
+"""Core commands: tiers, chat, serve (the benchmarks live in pet/commands/bench.py)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,6 @@ def register(sub) -> None:
     p.add_argument("--host", help="address to bind (default 127.0.0.1, or PET_HOST)")
     p.add_argument("--port", type=int, help="port (default 7860, or PET_PORT)")
     p.add_argument("--auth", help="USER:PASS to protect the UI (or PET_AUTH)")
-
-    p = add(sub, "bench", cmd_bench, help="benchmarks")
-    p.add_argument("what", choices=["speed"], help="speed: decode tokens/s and TTFT of one tier")
-    p.add_argument("--tier", required=True)
-    p.add_argument("--prompt", default="improve this prompt: write a short story about a lighthouse keeper")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
 
 
 def cmd_tiers(args) -> int:
@@ -95,17 +88,4 @@ def cmd_serve(args) -> int:
     import pages  # the UI lives outside the engine package
 
     pages.launch(settings)
-    return 0
-
-
-def cmd_bench(args) -> int:
-    from pet.bench import speed
-
-    eng = engine()
-    tier_arg(args._parser, eng, args.tier)
-    res = speed(eng, args.tier, args.prompt, args.max_tokens)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['tier']}: {res['tokens']} tokens, {res['tok_s']:.1f} tok/s, TTFT {res['ttft_s']:.3f} s")
     return 0
