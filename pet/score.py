@@ -175,6 +175,11 @@ _DIRECTIVE = [
     re.compile(r"\b(?:your (?:task|answer|response|reply|output)|respond (?:with|in)|reply (?:with|in)|"
                r"answer (?:in|with)|the user|i want you to|i need you to)\b", re.I),
     re.compile(r"^\s*blocks added\s*:", _F),
+    # The same openers in the other languages PET's examples cover (es, fr, de, pt, it, nl).
+    re.compile(_START + r"(?:eres|sei|tu es|vous êtes|du bist|sie sind|você é|és|je bent|u bent)\s+(?:un|una|une|ein|"
+               r"eine|einen|um|uma|een)\b", _F),
+    re.compile(_START + r"(?:escribe|redacta|crea|prepara|scrivi|crea|prepara|écris|rédige|crée|prépare|schreibe|"
+               r"erstelle|verfasse|escreva|crie|prepare|schrijf|maak)\b", _F),
 ]
 
 # -- subject drift --------------------------------------------------------------------------------
@@ -261,7 +266,7 @@ def keeps_subject(request: str, text: str) -> float:
 
 
 def directive_signals(text: str) -> int:
-    """How many distinct kinds of instruction-to-a-model the text carries (0-6)."""
+    """How many distinct kinds of instruction-to-a-model the text carries (0-8)."""
     return sum(1 for p in _DIRECTIVE if p.search(text or ""))
 
 
