@@ -16,7 +16,8 @@ from pet import PetError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIERS = REPO_ROOT / "data" / "tiers.toml"
-BACKENDS = ("llamacpp", "hf", "ollama")
+BACKENDS = ("llamacpp", "hf", "ollama", "openai")
+REMOTE_BACKENDS = ("ollama", "openai")  # served by another process: no local weights, no local lock
 
 
 class ConfigError(PetError):
@@ -37,6 +38,7 @@ class GenParams:
     max_new_tokens: int = 512
     repeat_penalty: float = 1.1
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # extra stop strings, besides the template's end-of-turn markers
 
     def problems(self, where: str = "params") -> list[str]:
         out = []
@@ -54,6 +56,8 @@ class GenParams:
             out.append(f"{where}.repeat_penalty: must be between 0.5 and 2, got {self.repeat_penalty}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
             out.append(f"{where}.seed: must be between 0 and 2^31-1, got {self.seed}")
+        if not isinstance(self.stop, tuple) or not all(isinstance(x, str) and x for x in self.stop):
+            out.append(f"{where}.stop: must be a list of non-empty strings, got {self.stop!r}")
         return out
 
     def __post_init__(self):
@@ -84,11 +88,12 @@ class TierSpec:
     template: str | None = None  # None/"auto": the model's own, or the family's built-in
     params: GenParams = field(default_factory=GenParams)
     description: str = ""
-    host: str | None = None  # Ollama server address for backend = "ollama"
+    host: str | None = None  # server address: Ollama's, or an OpenAI-compatible base URL (.../v1)
+    api_key_env: str | None = None  # backend = "openai": the environment variable that holds the key
 
 
 _TIER_KEYS = {"backend", "model", "system_prompt", "system_prompt_file", "adapter", "template",
-              "params", "description", "host"}
+              "params", "description", "host", "api_key_env"}
 
 
 def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) -> GenParams:
@@ -160,9 +165,12 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         if not isinstance(system, str):
             problems.append(f"{where}.system_prompt: must be a string")
             system = ""
-        for key in ("adapter", "template", "description", "host"):
+        for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
+        if backend == "openai" and not raw.get("host"):
+            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                            "e.g. http://127.0.0.1:8000/v1)")
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:
@@ -174,7 +182,7 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
             out.append(TierSpec(name=name, backend=str(backend), model=model_ref, system_prompt=system,
                                 adapter=adapter or None, template=raw.get("template") or None,
                                 params=params, description=str(raw.get("description", "")),
-                                host=raw.get("host")))
+                                host=raw.get("host"), api_key_env=raw.get("api_key_env") or None))
     if problems:
         raise ConfigError(problems, source)
     return out

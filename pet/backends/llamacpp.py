@@ -91,13 +91,14 @@ class LlamaCppBackend(Backend):
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
         prompt = self.prompt_tokens(messages)
-        room = self.n_ctx - len(prompt)
+        n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
+        room = n_ctx - len(prompt)
         if room < 8:
-            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {self.n_ctx}: "
+            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {n_ctx}: "
                                "clear the chat or raise n_ctx in the tier's params")
         kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
                   top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
-                  stop=list(self.template.stop), stream=True)
+                  stop=list(self.template.stop) + list(params.stop), stream=True)
         if params.seed is not None:
             kw["seed"] = params.seed
         with self._lock:
@@ -111,7 +112,7 @@ class LlamaCppBackend(Backend):
                         yield clock.chunk(choice["text"])
                     if choice.get("finish_reason"):
                         reason = choice["finish_reason"]
-                yield clock.last(reason)
+                yield clock.last(reason, len(prompt))
             finally:
                 gen.close()
 

@@ -80,6 +80,8 @@ class OllamaBackend(Backend):
                 "repeat_penalty": params.repeat_penalty}
         if params.seed is not None:
             opts["seed"] = params.seed
+        if params.stop:
+            opts["stop"] = list(params.stop)
         return opts
 
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
@@ -100,7 +102,7 @@ class OllamaBackend(Backend):
             raise explain(e, self.model, self.host) from None
         if final is not None and final.get("eval_count"):
             clock.tokens = int(final["eval_count"])
-        yield clock.last((final or {}).get("done_reason") or "stop")
+        yield clock.last((final or {}).get("done_reason") or "stop", (final or {}).get("prompt_eval_count"))
 
     def describe(self) -> dict:
         return {"host": self.host, "model": self.model}
