@@ -69,6 +69,13 @@ class OllamaBackend(Backend):
             return False, str(explain(e, self.model, self.host))
         return True, ""
 
+    def models(self) -> list[str]:
+        """The model names the server has (GET /api/tags)."""
+        try:
+            return [m.model for m in self.client().list().models]
+        except Exception as e:  # every client failure maps to a reason
+            raise explain(e, self.model, self.host) from None
+
     def load(self) -> None:
         ok, why = self.probe()
         if not ok:
