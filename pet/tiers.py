@@ -47,6 +47,7 @@ class Registry:
         self._probe_cache: dict[str, tuple[float, bool, str]] = {}
         self._guard = threading.Lock()
         self._adhoc_specs: dict[str, TierSpec] = {}
+        self._shared: dict[tuple, object] = {}  # one llama.cpp model per (GGUF file, context size)
 
     # -- lookup -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -188,11 +189,21 @@ class Registry:
                                    "file, pkg:NAME or ORG/REPO/FILE.gguf, or use backend = \"hf\")")
             lora = gguf_adapter(adapter) if adapter else None
             return LlamaCppBackend(ref.path, n_ctx=spec.params.n_ctx, lora_path=lora,
-                                   template_override=spec.template)
+                                   template_override=spec.template, shared=self._shared_model(ref.path, spec))
         from pet.backends.hf import HFBackend
 
         return HFBackend(models.hf_folder(ref, self.hf_cache), str(adapter.path) if adapter else None,
                          template_override=spec.template)
+
+    def _shared_model(self, path: Path, spec: TierSpec):
+        """Tiers on one GGUF file with one context size (base and enhanced) share one loaded model."""
+        from pet.backends.llamacpp import SharedModel
+
+        key = (str(Path(path).resolve()), spec.params.n_ctx)
+        with self._guard:
+            if key not in self._shared:
+                self._shared[key] = SharedModel(path, spec.params.n_ctx, max(1, os.cpu_count() or 1))
+            return self._shared[key]
 
     @staticmethod
     def _remote(spec: TierSpec) -> Backend:
