@@ -427,3 +427,26 @@ def create_on_ollama(folder: Path, record: dict, go_template: str, system: str, 
         raise PetError(f"Ollama at {host} did not confirm the create of {record['name']} "
                        f"(last status: {statuses[-1] if statuses else 'none'})")
     return statuses
+
+
+def export_choice(engine, tier: str | None = None, run_id: str | None = None, quantize: str | None = None,
+                  name: str | None = None) -> dict:
+    """What the Export buttons do: a tier as it is, or a finished run's adapter on the tier it trained
+    on, to PET_HOME/exports/<name>."""
+    adapter = None
+    if run_id:
+        from pet.train import jobs
+
+        run = jobs.info(jobs.runs_dir(engine.settings.home) / run_id)
+        if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
+            raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to export")
+        tier = (run.get("config") or {}).get("tier") or tier
+        adapter = run["adapter"]
+        name = name or f"pet-{tier}-{run_id}"
+    if not tier:
+        raise PetError("choose a tier to export")
+    name = name or f"pet-{tier}"
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise PetError(f"model name {name!r}: use letters, digits, '-', '_' and '.' only")
+    out = engine.settings.path("exports") / name
+    return export_ollama(engine, tier, out, adapter=adapter, name=name, quantize=quantize)

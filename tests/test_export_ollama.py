@@ -291,3 +291,28 @@ def test_export_refuses_a_folder_that_is_not_an_export(engine, tmp_path):
     with pytest.raises(PetError, match="not an earlier PET export"):
         export_ollama(engine, "enhanced", tmp_path)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_export_buttons_a_finished_run_and_a_tier(tiny):
+    """What the Train tab's Export buttons call: a run's adapter on the tier it trained on, or a tier."""
+    import shutil
+
+    from pet.export import export_choice
+    from pet.train import jobs
+
+    eng, _, adapter_dir = tiny
+    run = jobs.runs_dir(eng.settings.home) / "20260101-000000-abcd"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text(json.dumps({"state": "finished"}))
+    (run / "config.json").write_text(json.dumps({"tier": "tuned"}))
+    shutil.copytree(adapter_dir, run / "adapter")
+    rec = export_choice(eng, run_id=run.name, quantize="q8_0")
+    assert rec["name"] == f"pet-tuned-{run.name}" and rec["adapter"] == str(run / "adapter")
+    assert rec["out"] == str(eng.settings.home / "exports" / rec["name"]) and rec["quantize"] == "q8_0"
+    assert (eng.settings.home / "exports" / rec["name"] / "Modelfile").exists()
+    (run / "status.json").write_text(json.dumps({"state": "running", "pid": 999999}))
+    with pytest.raises(PetError, match="no finished adapter to export"):
+        export_choice(eng, run_id=run.name)
+    with pytest.raises(PetError, match="model name"):
+        export_choice(eng, tier="tuned", name="bad name!")
