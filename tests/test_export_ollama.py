@@ -75,21 +75,18 @@ def test_parity_check_compares_ids_not_just_text():
 
 # -- a tiny Gemma 3 with random weights, a LoRA on it, and an hf tier that serves them ---------------------
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, engine):
-    """(engine on a tiers file with tier `tuned` = tiny Gemma 3 + LoRA, base folder, adapter folder)."""
+def make_tiny_gemma3(root, engine):
+    """A tiny Gemma 3 (random weights, Gemma's real tokenizer), a LoRA on it with non-zero B, and a
+    tiers file whose tier `tuned` serves them: (base folder, adapter folder, tiers file)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
     from pet import models
-    from pet.config import Settings
-    from pet.engine import Engine
 
     spec = engine.tiers.spec("enhanced")
     gguf_ref = models.resolve(spec.model, "hf", engine.settings.path("models"))
     tok = AutoTokenizer.from_pretrained(models.hf_folder(gguf_ref, engine.settings.path("cache", "hf")))
-    root = tmp_path_factory.mktemp("tiny-gemma3")
     base_dir, adapter_dir = root / "base", root / "adapter"
     torch.manual_seed(0)
     cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -115,10 +112,20 @@ system_prompt = "You are PET: turn a rough request into a well-built prompt."
 temperature = 0.2
 top_k = 30
 """)
+    return base_dir, adapter_dir, tiers
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, engine):
+    """(engine on a tiers file with tier `tuned` = tiny Gemma 3 + LoRA, base folder, adapter folder)."""
+    from pet.config import Settings
+    from pet.engine import Engine
+
+    root = tmp_path_factory.mktemp("tiny-gemma3")
+    base_dir, adapter_dir, tiers = make_tiny_gemma3(root, engine)
     home = root / "home"
     home.mkdir()
-    eng = Engine(Settings(home=home, tiers_path=tiers))
-    return eng, base_dir, adapter_dir
+    return Engine(Settings(home=home, tiers_path=tiers)), base_dir, adapter_dir
 
 
 @pytest.fixture(scope="module")
