@@ -324,6 +324,10 @@ def create_app(engine, auth: tuple[str, str] | None = None, origins: list[str] |
     async def _api_error(request: Request, e: ApiError):
         return error(e.status, e.message, request.url.path.startswith("/v1/"))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):  # a client still gets Ollama's {"error"} shape
+        return error(500, f"unexpected {type(e).__name__}: {e}", request.url.path.startswith("/v1/"))
+
     async def body_of(request: Request) -> dict:
         try:
             body = await request.json()
@@ -347,6 +351,9 @@ def create_app(engine, auth: tuple[str, str] | None = None, origins: list[str] |
         except PetError as e:
             gen.close()
             raise ApiError(400, str(e)) from None
+        except Exception:
+            gen.close()
+            raise
         return first, gen
 
     async def relay(first, gen, shape, stream: bool, request: Request, closing: Iterator | None = None):
@@ -360,6 +367,8 @@ def create_app(engine, auth: tuple[str, str] | None = None, origins: list[str] |
                             yield json.dumps(shape(it), ensure_ascii=False) + "\n"
                 except PetError as e:  # mid-stream: Ollama's error line
                     yield json.dumps({"error": str(e)}, ensure_ascii=False) + "\n"
+                except Exception as e:  # noqa: BLE001 - the client must still see why the stream ended
+                    yield json.dumps({"error": f"unexpected {type(e).__name__}: {e}"}, ensure_ascii=False) + "\n"
 
             return ClosingStream(lines(), media_type="application/x-ndjson")
         text, final = [], {}
