@@ -41,9 +41,9 @@ def build_app(engine: Engine) -> gr.Blocks:
     return demo
 
 
-def launch(settings: Settings | None = None, block: bool = True, **kw):
+def launch(settings: Settings | None = None, block: bool = True, engine: Engine | None = None, **kw):
     settings = settings or Settings.from_env()
-    engine = Engine(settings)
+    engine = engine or Engine(settings)  # `serve --ollama-port` shares its engine (and loaded models)
     demo = build_app(engine)
     # Each model serves one request at a time (its lock); queueing, not threads, gives concurrency.
     demo.queue(default_concurrency_limit=4)

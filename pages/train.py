@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import gradio as gr
 
+from pages import export_panel
 from pet import PetError
 from pet.train import jobs
 from pet.train.trainer import TrainConfig
@@ -183,12 +184,14 @@ def build(engine) -> dict:
             make_enhanced = gr.Button("Make this the enhanced tier", elem_id="train-use-enhanced")
             new_name = gr.Textbox(label="or add it as a new tier named", placeholder="e.g. enhanced-v2", scale=1)
             add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
+            export_panel.run_button(engine, watched)
     with gr.Accordion("Run history", open=False):
         history = gr.Dataframe(headers=["run", "state", "source", "steps", "held-out before", "held-out after"],
                                value=lambda: history_rows(engine), interactive=False, elem_id="train-history")
         with gr.Row():
             pick = gr.Textbox(label="Show run (id)", elem_id="train-pick")
             show = gr.Button("Show", scale=0)
+    export_panel.tier_panel(engine, tiers)
 
     def values(*vals):
         return dict(zip(HYPER, vals))

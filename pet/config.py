@@ -16,7 +16,8 @@ from pet import PetError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIERS = REPO_ROOT / "data" / "tiers.toml"
-BACKENDS = ("llamacpp", "hf", "ollama")
+BACKENDS = ("llamacpp", "hf", "ollama", "openai")
+REMOTE_BACKENDS = ("ollama", "openai")  # served by another process: no local weights, no local lock
 
 
 class ConfigError(PetError):
@@ -41,6 +42,7 @@ class GenParams:
     loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
     fewshot: int = 0  # put the K curated examples nearest the request in as earlier turns
     best_of: int = 1  # sample N answers, return the one that best keeps the request's task
+    stop: tuple[str, ...] = ()  # extra stop strings, besides the template's end-of-turn markers
 
     def problems(self, where: str = "params") -> list[str]:
         out = []
@@ -62,6 +64,8 @@ class GenParams:
             out.append(f"{where}.fewshot: must be between 0 and 8 examples, got {self.fewshot}")
         if not 1 <= self.best_of <= 8:
             out.append(f"{where}.best_of: must be between 1 and 8 candidates, got {self.best_of}")
+        if not isinstance(self.stop, tuple) or not all(isinstance(x, str) and x for x in self.stop):
+            out.append(f"{where}.stop: must be a list of non-empty strings, got {self.stop!r}")
         return out
 
     def __post_init__(self):
@@ -93,11 +97,12 @@ class TierSpec:
     template: str | None = None  # None/"auto": the model's own, or the family's built-in
     params: GenParams = field(default_factory=GenParams)
     description: str = ""
-    host: str | None = None  # Ollama server address for backend = "ollama"
+    host: str | None = None  # server address: Ollama's, or an OpenAI-compatible base URL (.../v1)
+    api_key_env: str | None = None  # backend = "openai": the environment variable that holds the key
 
 
 _TIER_KEYS = {"backend", "model", "system_prompt", "system_prompt_file", "adapter", "template",
-              "params", "description", "host"}
+              "params", "description", "host", "api_key_env"}
 
 
 def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) -> GenParams:
@@ -173,9 +178,12 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         if not isinstance(system, str):
             problems.append(f"{where}.system_prompt: must be a string")
             system = ""
-        for key in ("adapter", "template", "description", "host"):
+        for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
+        if backend == "openai" and not raw.get("host"):
+            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                            "e.g. http://127.0.0.1:8000/v1)")
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:
@@ -187,7 +195,7 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
             out.append(TierSpec(name=name, backend=str(backend), model=model_ref, system_prompt=system,
                                 adapter=adapter or None, template=raw.get("template") or None,
                                 params=params, description=str(raw.get("description", "")),
-                                host=raw.get("host")))
+                                host=raw.get("host"), api_key_env=raw.get("api_key_env") or None))
     if problems:
         raise ConfigError(problems, source)
     return out

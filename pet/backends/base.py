@@ -28,6 +28,7 @@ class Chunk:
     ttft_s: float  # time to the first generated token
     done: bool = False
     finish_reason: str | None = None  # "stop", "length", "cancelled" on the last chunk
+    prompt_tokens: int | None = None  # on the last chunk, when the backend knows the prompt's length
 
 
 @dataclass
@@ -74,9 +75,10 @@ class Clock:
         self.tokens += new_tokens
         return Chunk(text, self.tokens, now, self.first or now)
 
-    def last(self, reason: str) -> Chunk:
+    def last(self, reason: str, prompt_tokens: int | None = None) -> Chunk:
         now = time.perf_counter() - self.start
-        return Chunk("", self.tokens, now, self.first if self.first is not None else now, True, reason)
+        return Chunk("", self.tokens, now, self.first if self.first is not None else now, True, reason,
+                     prompt_tokens)
 
 
 def collect(stream: Iterator[Chunk]) -> Answer:

@@ -78,6 +78,8 @@ class HFBackend(Backend):
                       max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
                       stopping_criteria=StoppingCriteriaList([_Cancel()]),
                       eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
+        if params.stop:
+            gen_kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         if params.temperature > 0:
             gen_kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         else:
@@ -108,7 +110,7 @@ class HFBackend(Backend):
                 n = int(out["seq"].shape[1] - ids.shape[1])
                 clock.tokens = n
                 reason = "length" if n >= params.max_new_tokens else "stop"
-                yield clock.last(reason)
+                yield clock.last(reason, int(ids.shape[1]))
             finally:
                 cancel.set()
                 worker.join()

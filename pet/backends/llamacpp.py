@@ -47,12 +47,74 @@ def _import_llama():
     return Llama
 
 
+class SharedModel:
+    """One llama.cpp model and context that several tiers use (base and enhanced: one GGUF, with and
+    without the LoRA), so they cost one model's memory. llama.cpp applies LoRA adapters per context
+    at compute time (llama_set_adapters_lora), so each request sets its tier's adapter, under the one
+    lock that serialises the context anyway; switching drops the cached prompt, whose keys and values
+    were computed under the other adapter."""
+
+    def __init__(self, model_path: Path, n_ctx: int, n_threads: int):
+        self.model_path, self.n_ctx, self.n_threads = Path(model_path), n_ctx, n_threads
+        self.llm = None
+        self.lock = threading.Lock()
+        self._adapters: dict[str, object] = {}
+        self._active: str | None = None
+        self._load_lock = threading.Lock()
+
+    def load(self):
+        with self._load_lock:
+            if self.llm is None:
+                Llama = _import_llama()
+                try:
+                    with native_quiet():
+                        self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                         verbose=False)
+                except (ValueError, RuntimeError) as e:
+                    raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+        return self.llm
+
+    def _adapter(self, path: str):
+        if path not in self._adapters:
+            import llama_cpp
+
+            handle = llama_cpp.llama_adapter_lora_init(self.llm._model.model, path.encode("utf-8"))
+            if not handle:
+                raise BackendError(f"llama.cpp could not load the LoRA adapter {path}: is it a GGUF adapter "
+                                   "for this model?")
+            # Freed with the model, before it (the Llama object's exit stack runs last-in first-out),
+            # as llama-cpp-python frees the adapter it loads itself.
+            self.llm._stack.callback(llama_cpp.llama_adapter_lora_free, handle)
+            self._adapters[path] = handle
+        return self._adapters[path]
+
+    def activate(self, lora_path: Path | None) -> None:
+        """Make this request's adapter (or none) the context's; call with `lock` held."""
+        import ctypes
+
+        import llama_cpp
+
+        want = str(lora_path) if lora_path else None
+        if want == self._active:
+            return
+        if want is None:
+            rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+        else:
+            arr = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._adapter(want))
+            rc = llama_cpp.llama_set_adapters_lora(self.llm._ctx.ctx, arr, 1, (ctypes.c_float * 1)(1.0))
+        if rc:
+            raise BackendError(f"llama.cpp could not switch the LoRA adapter (error {rc})")
+        self.llm.reset()  # the cached prompt was computed under the other adapter
+        self._active = want
+
+
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     supports_grammar = True
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, lora_path: Path | None = None,
-                 template_override: str | None = None, n_threads: int | None = None):
+                 template_override: str | None = None, n_threads: int | None = None,
+                 shared: SharedModel | None = None):
         self.model_path = Path(model_path)
         self.n_ctx = n_ctx
         self.lora_path = lora_path
@@ -60,21 +122,29 @@ class LlamaCppBackend(Backend):
         # PET_SERVE_THREADS caps serving threads: llama.cpp's threads spin while they wait for each
         # other, so on a CPU shared with a training job fewer threads decode faster, not slower.
         self.n_threads = n_threads or int(os.environ.get("PET_SERVE_THREADS") or 0) or max(1, os.cpu_count() or 1)
+        self.shared = shared
         self.llm = None
         self.template: templates.ChatTemplate | None = None
-        self._lock = threading.Lock()  # a llama.cpp context serves one request at a time
+        # a llama.cpp context serves one request at a time; tiers sharing a model share its lock
+        self._lock = shared.lock if shared else threading.Lock()
 
     def load(self) -> None:
         if self.llm is not None:
             return
-        Llama = _import_llama()
-        kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
-        try:
-            with native_quiet():
-                self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                 verbose=False, **kw)
-        except (ValueError, RuntimeError) as e:
-            raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+        if self.shared is not None:
+            self.llm = self.shared.load()
+            if self.lora_path:
+                with self._lock:
+                    self.shared._adapter(str(self.lora_path))  # a bad adapter fails at load, not mid-chat
+        else:
+            Llama = _import_llama()
+            kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
+            try:
+                with native_quiet():
+                    self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                     verbose=False, **kw)
+            except (ValueError, RuntimeError) as e:
+                raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
         md = self.llm.metadata
         self.template = templates.choose(
             self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
@@ -96,13 +166,14 @@ class LlamaCppBackend(Backend):
         token that would leave it, so the answer always parses (if it is not cut at max tokens)."""
         self.load()
         prompt = self.prompt_tokens(messages)
-        room = self.n_ctx - len(prompt)
+        n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
+        room = n_ctx - len(prompt)
         if room < 8:
-            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {self.n_ctx}: "
+            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {n_ctx}: "
                                "clear the chat or raise n_ctx in the tier's params")
         kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
                   top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
-                  stop=list(self.template.stop), stream=True)
+                  stop=list(self.template.stop) + list(params.stop), stream=True)
         if params.seed is not None:
             kw["seed"] = params.seed
         if grammar:
@@ -110,6 +181,8 @@ class LlamaCppBackend(Backend):
 
             kw["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
         with self._lock:
+            if self.shared is not None:
+                self.shared.activate(self.lora_path)
             clock = Clock()
             gen = self.llm.create_completion(prompt, **kw)
             reason = "cancelled"
@@ -120,7 +193,7 @@ class LlamaCppBackend(Backend):
                         yield clock.chunk(choice["text"])
                     if choice.get("finish_reason"):
                         reason = choice["finish_reason"]
-                yield clock.last(reason)
+                yield clock.last(reason, len(prompt))
             finally:
                 gen.close()
 
@@ -144,6 +217,8 @@ class LlamaCppBackend(Backend):
         n_batch = self.llm.n_batch
         out: list[float] = []
         with self._lock:
+            if self.shared is not None:  # the model is shared: score with this tier's adapter, not the last one
+                self.shared.activate(self.lora_path)
             batch = _internals.LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
             try:
                 self.llm.reset()
@@ -173,4 +248,5 @@ class LlamaCppBackend(Backend):
 
     def describe(self) -> dict:
         return {"model_path": str(self.model_path), "adapter": str(self.lora_path) if self.lora_path else None,
-                "template": self.template.name if self.template else None, "n_ctx": self.n_ctx}
+                "template": self.template.name if self.template else None, "n_ctx": self.n_ctx,
+                "shared_weights": self.shared is not None}

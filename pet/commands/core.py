@@ -24,7 +24,10 @@ def register(sub) -> None:
     p = add(sub, "serve", cmd_serve, help="start the web app")
     p.add_argument("--host", help="address to bind (default 127.0.0.1, or PET_HOST)")
     p.add_argument("--port", type=int, help="port (default 7860, or PET_PORT)")
-    p.add_argument("--auth", help="USER:PASS to protect the UI (or PET_AUTH)")
+    p.add_argument("--auth", help="USER:PASS to protect the UI and the Ollama API (or PET_AUTH)")
+    p.add_argument("--ollama-port", type=int, nargs="?", const=11434, metavar="PORT",
+                   help="also serve the tiers over Ollama's API on PORT (11434 when no PORT is given)")
+    p.add_argument("--no-ui", action="store_true", help="serve only the Ollama API (on --ollama-port, default 11434)")
 
 
 def cmd_tiers(args) -> int:
@@ -82,10 +85,30 @@ def cmd_serve(args) -> int:
         auth = Settings.parse_auth(args.auth)
     except ConfigError as e:
         args._parser.error(e.problems[0])
-    if args.port is not None and not 0 < args.port < 65536:
-        args._parser.error(f"argument --port: must be 1-65535, got {args.port}")
+    for flag, port in (("--port", args.port), ("--ollama-port", args.ollama_port)):
+        if port is not None and not 0 < port < 65536:
+            args._parser.error(f"argument {flag}: must be 1-65535, got {port}")
     settings = Settings.from_env(host=args.host, port=args.port, auth=auth)
-    import pages  # the UI lives outside the engine package
+    ollama_port = args.ollama_port or (11434 if args.no_ui else None)
+    if ollama_port is None:
+        import pages  # the UI lives outside the engine package
 
-    pages.launch(settings)
+        pages.launch(settings)
+        return 0
+    from pet.engine import Engine
+    from pet.serve_ollama import OllamaServer
+
+    eng = Engine(settings)
+    api = OllamaServer(eng, settings.host, ollama_port, settings.auth)
+    print(f"Ollama API: {api.url} (tiers: {', '.join(t + ':latest' for t in eng.tiers.names())})", flush=True)
+    if args.no_ui:
+        api.serve_forever()
+        return 0
+    api.start()
+    import pages
+
+    try:
+        pages.launch(settings, engine=eng)
+    finally:
+        api.stop()
     return 0

@@ -249,9 +249,9 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
         raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
     adapter = read_adapter(run["adapter"])
     spec = engine.tiers.spec(target)
-    if spec.backend == "ollama":
-        raise PetError(f"tier {target!r} runs on Ollama, which cannot apply a LoRA adapter: choose a llama.cpp "
-                       "or hf tier")
+    if spec.backend in ("ollama", "openai"):
+        raise PetError(f"tier {target!r} runs on a model server ({spec.backend}), which PET cannot give a LoRA "
+                       "adapter: choose a llama.cpp or hf tier")
     ref = models.resolve(spec.model, spec.backend, engine.settings.path("models"))
     check_base(adapter, base_identity(ref.ref, ref.path))
     name = new_name or target

@@ -358,8 +358,8 @@ def resolve_source(cfg: TrainConfig):
 
     eng = Engine(settings)
     spec = eng.tiers.spec(cfg.tier)
-    if spec.backend == "ollama":
-        raise PetError(f"tier {cfg.tier!r} runs on Ollama, whose weights PET cannot train: "
+    if spec.backend in ("ollama", "openai"):
+        raise PetError(f"tier {cfg.tier!r} runs on a model server ({spec.backend}), whose weights PET cannot train: "
                        "use --base with a Hugging Face id or a local model folder")
     ref = models.resolve(spec.model, spec.backend, models_dir)
     folder = models.hf_folder(ref, cache)
