@@ -82,8 +82,8 @@ def write_gguf_adapter(peft_dir: str | Path, target: str | Path) -> Path:
             if name is None:
                 raise PetError(f"adapter {peft_dir}: no GGUF tensor name for {module!r}")
             # A is r x in and B is out x r in numpy order; GGUF stores dims reversed, as llama.cpp expects.
-            writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(ab["A"], dtype=np.float32))
-            writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(ab["B"], dtype=np.float32))
+            writer.add_tensor(f"{name}.weight.lora_a", np.ascontiguousarray(ab["A"], dtype=np.float16))
+            writer.add_tensor(f"{name}.weight.lora_b", np.ascontiguousarray(ab["B"], dtype=np.float16))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
