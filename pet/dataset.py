@@ -87,7 +87,10 @@ ROLES = ("system", "user", "assistant")
 MAX_FILE_BYTES = 50 * 2**20  # an upload larger than this is refused before it is read
 MAX_EXAMPLE_CHARS = 20_000  # one example longer than this is an error, not a warning
 MAX_DEPTH = 16  # a real record nests 4 levels deep; anything near this is an attack or a bug
-TRAIN_CUTOFF = 512  # tokens: the trainer's default maximum sequence length
+# Tokens: the one training cutoff. The trainer's default max_seq_len is this number, and it counts the whole
+# conversation as the trainer renders it, the tier's system prompt included; the Data tab and `pet data` warn
+# against the same number, measured the same way (Lengths).
+TRAIN_CUTOFF = 768
 
 PROMPT_COLUMNS = ("prompt", "input", "question", "request", "user", "instruction", "query")
 ANSWER_COLUMNS = ("answer", "output", "response", "completion", "assistant")
@@ -660,7 +663,8 @@ def parse_file(path: str | Path, fmt: str = "auto", max_bytes: int = MAX_FILE_BY
 # --- token lengths ---
 
 class Lengths:
-    """Token length of an example as the trainer sees it (the enhanced tier's template + tokenizer).
+    """Token length of an example as the trainer sees it: the tier's system prompt added (as the trainer
+    adds it to examples without one), rendered with the tier's template, counted by its tokenizer.
 
     Falls back to characters / 4 (marked `exact = False`) where the tokenizer cannot be loaded.
     Results are cached by content, so re-measuring a 10,000-row dataset after one edit is cheap.
@@ -668,13 +672,17 @@ class Lengths:
 
     def __init__(self, engine=None, tier: str = "enhanced"):
         self.tokenize = self.template = None
+        self.system = ""
         self.reason = ""
         self.ident = "chars/4"  # names the tokenizer, for caches that outlive this object
         if engine is not None:
             try:
+                spec = engine.tiers.spec(tier)
+                self.system = spec.system_prompt or ""
                 self.template = engine.template_for(tier)
                 self.tokenize = engine.tokenizer_for(tier)
-                self.ident = f"{engine.tiers.spec(tier).model}|{self.template.name}"
+                sys_sha = hashlib.sha256(self.system.encode("utf-8")).hexdigest()[:12]
+                self.ident = f"{spec.model}|{self.template.name}|system:{sys_sha}"
             except Exception as e:  # no model here: still usable, approximately
                 self.tokenize, self.reason = None, f"{type(e).__name__}: {e}"
         else:
@@ -687,9 +695,12 @@ class Lengths:
         return self.tokenize is not None
 
     def text(self, ex: dict) -> str:
+        from pet.templates import with_system
+
+        msgs = with_system(ex["messages"], self.system)
         if self.template is not None:
-            return self.template.render(ex["messages"], add_generation_prompt=False)
-        return "\n".join(m["content"] for m in ex["messages"])
+            return self.template.render(msgs, add_generation_prompt=False)
+        return "\n".join(m["content"] for m in msgs)
 
     def __call__(self, ex: dict) -> int:
         key = json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)
@@ -698,7 +709,7 @@ class Lengths:
             try:
                 text = self.text(ex)
             except PetError:  # a conversation the template refuses: measure its raw text
-                text = "\n".join(str(m.get("content", "")) for m in ex["messages"])
+                text = "\n".join(str(m.get("content", "")) for m in [{"content": self.system}, *ex["messages"]])
             if self.tokenize:
                 with self._lock:
                     n = len(self.tokenize(text))

@@ -8,6 +8,7 @@ import time
 
 from pet import PetError
 from pet.commands import add, engine
+from pet.dataset import TRAIN_CUTOFF
 
 SHOW = 200  # problems printed as text; --json lists them all
 FORMAT_CHOICES = ("auto", "messages", "alpaca", "sharegpt", "chatml", "csv")
@@ -22,7 +23,8 @@ def register(sub) -> None:
     q = add(dsub, "validate", cmd_validate, help="check a file: exit 0 if it can be imported, 1 with every problem")
     q.add_argument("path")
     q.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: detect)")
-    q.add_argument("--cutoff", type=int, default=512, help="training cutoff in tokens, for over-long warnings")
+    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
+                   f"prompt included, for over-long warnings (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "import", cmd_import, help="import a file as a new version (nothing changes if it has errors)")
@@ -37,7 +39,8 @@ def register(sub) -> None:
 
     q = add(dsub, "stats", cmd_stats, help="examples, tag balance and token lengths")
     q.add_argument("--version", help="version number or name (default: the latest)")
-    q.add_argument("--cutoff", type=int, default=512, help="training cutoff in tokens")
+    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
+                   f"prompt included (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "versions", cmd_versions, help="list the saved versions, newest first")
