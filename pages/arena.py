@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 from pet import PetError, arena, compare
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
-VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad"}
+VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad",
+             arena.UNPARSED: "no verdict (the reply could not be read; left out of the ratings)"}
 SETS = ("Held-out examples", "My list (one per line)", "Type my own")
 _rng = random.Random()  # one per process: draws must not repeat across sessions
 
@@ -96,7 +97,8 @@ def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
     for a in agreement:
         rate = "no shared battles yet" if a["agreement"] is None else \
             f"agrees with humans on {a['agree']} of {a['shared']} shared battles ({a['agreement']:.0%})"
-        lines.append(f"**Judge {html.escape(a['judge'])}:** {a['votes']} votes; {rate}.")
+        unread = f"; {a['unparsed']} unreadable repl{'y' if a['unparsed'] == 1 else 'ies'} left out" if a["unparsed"] else ""
+        lines.append(f"**Judge {html.escape(a['judge'])}:** {a['votes']} votes; {rate}{unread}.")
     return "\n\n".join(lines)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from pet import PetError
 
-WINNERS = ("a", "b", "tie", "bothbad")
+WINNERS = ("a", "b", "tie", "bothbad")  # verdicts: what a human can vote and what ratings count
+UNPARSED = "unparsed"  # a judge reply that could not be read: stored so it is not asked again, never rated
 EXPORT_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}
 IMPORT_WINNER = {v: k for k, v in EXPORT_WINNER.items()}
 SCALE = 400 / math.log(10)  # natural-log strength -> rating points
@@ -55,7 +56,7 @@ CREATE TABLE IF NOT EXISTS arena_battles (
 CREATE TABLE IF NOT EXISTS arena_votes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     battle_id TEXT NOT NULL REFERENCES arena_battles(id) ON DELETE CASCADE,
-    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'bothbad')),
+    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'bothbad', 'unparsed')),
     voter TEXT NOT NULL CHECK (voter IN ('human', 'judge')),
     judge TEXT NOT NULL DEFAULT '',  -- the judging tier for voter = 'judge'
     session TEXT,
@@ -103,8 +104,33 @@ def identity(engine, tier: str) -> dict:
 
 # -- storing votes --------------------------------------------------------------------------------
 
+_migrated: set[str] = set()
+
+
 def _ensure(store) -> None:
     store.ensure(SCHEMA)
+    key = str(store.path)
+    if key not in _migrated:
+        _allow_unparsed(store)
+        _migrated.add(key)
+
+
+def _allow_unparsed(store) -> None:
+    """Databases made before 'unparsed' existed have a CHECK that refuses it; SQLite cannot alter a CHECK,
+    so the votes table is rebuilt once, in one transaction, with every vote kept."""
+    row = store.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'arena_votes'")
+    if not row or "'unparsed'" in row[0][0]:
+        return
+    ddl = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS arena_votes"):SCHEMA.index("CREATE INDEX")]
+    cols = "id, battle_id, winner, voter, judge, session, created, note"
+    with store.transaction() as c:
+        if "'unparsed'" in c.execute("SELECT sql FROM sqlite_master WHERE name = 'arena_votes'").fetchone()[0]:
+            return  # another process migrated it meanwhile
+        c.execute(ddl.replace("arena_votes", "arena_votes_new", 1).strip().rstrip(";"))
+        c.execute(f"INSERT INTO arena_votes_new ({cols}) SELECT {cols} FROM arena_votes")
+        c.execute("DROP TABLE arena_votes")
+        c.execute("ALTER TABLE arena_votes_new RENAME TO arena_votes")
+        c.execute("CREATE INDEX IF NOT EXISTS arena_votes_battle ON arena_votes (battle_id)")
 
 
 def save_battle(store, battle: dict) -> str:
@@ -130,8 +156,11 @@ def save_battle(store, battle: dict) -> str:
 
 def record_vote(store, battle: dict, winner: str, session: str | None = None, voter: str = "human",
                 judge: str = "", note: str = "") -> None:
-    """Store a vote; voting again on the same battle (same voter/judge) replaces the earlier vote."""
-    if winner not in WINNERS:
+    """Store a vote; voting again on the same battle (same voter/judge) replaces the earlier vote.
+
+    A judge whose reply could not be read stores winner 'unparsed': kept (so it is not asked again and its
+    reply can be looked at) but left out of every rating and export."""
+    if winner not in WINNERS and not (winner == UNPARSED and voter == "judge"):
         raise PetError(f"winner must be one of {', '.join(WINNERS)}, got {winner!r}")
     if voter not in ("human", "judge") or (voter == "judge") != bool(judge):
         raise PetError("a judge vote names its judge tier; a human vote names none")
@@ -314,7 +343,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     """
     if rounds < 0:
         raise PetError(f"rounds must be >= 0, got {rounds}")
-    rows = list(rows)
+    rows = one_vote_per_battle(rows)
     b = Battles.from_votes(rows)
     n = len(b.names)
     theta = bradley_terry(b, ridge)
@@ -365,6 +394,28 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     }
 
 
+def one_vote_per_battle(rows: Iterable[dict]) -> list[dict]:
+    """The votes a rating counts: unreadable judge replies dropped, and one vote per battle.
+
+    A battle a human voted on counts the human's vote only, however many judges also judged it; a battle
+    only judges voted on counts once, with their common verdict (a tie when they disagree). Rows without
+    a battle id (a battles file without battle_id) are each their own battle."""
+    rated = [r for r in rows if r.get("winner") in WINNERS]
+    out: list[dict] = []
+    judged: dict[str, list[dict]] = {}
+    humans = {r["id"] for r in rated if r.get("id") and r.get("voter", "human") == "human"}
+    for r in rated:
+        bid = r.get("id")
+        if not bid or r.get("voter", "human") == "human":
+            out.append(r)
+        elif bid not in humans:
+            judged.setdefault(bid, []).append(r)
+    for group in judged.values():
+        verdicts = {0.5 if r["winner"] in ("tie", "bothbad") else r["winner"] for r in group}
+        out.append(dict(group[-1], winner=group[-1]["winner"] if len(verdicts) == 1 else "tie"))
+    return sorted(out, key=lambda r: float(r.get("voted") or r.get("created") or 0))
+
+
 def next_pair(names: list[str], boot: np.ndarray, rating: np.ndarray, games: np.ndarray,
               tiers: Iterable[str] = ()) -> dict | None:
     """The pair whose ordering is least certain: P(i above j) over the bootstrap closest to 1/2.
@@ -403,13 +454,16 @@ def judge_agreement(rows: Iterable[dict]) -> list[dict]:
     out: dict[str, list[int]] = {}
     for r in rows:
         if r["voter"] == "judge":
-            stat = out.setdefault(r["judge"], [0, 0, 0])
+            stat = out.setdefault(r["judge"], [0, 0, 0, 0])
+            if r["winner"] == UNPARSED:  # no verdict: neither agrees nor disagrees
+                stat[3] += 1
+                continue
             stat[2] += 1
             if r["id"] in human:
                 stat[1] += 1
                 stat[0] += norm[human[r["id"]]] == norm[r["winner"]]
-    return [{"judge": j, "votes": v, "shared": n, "agree": k, "agreement": round(k / n, 4) if n else None}
-            for j, (k, n, v) in sorted(out.items())]
+    return [{"judge": j, "votes": v, "shared": n, "agree": k, "agreement": round(k / n, 4) if n else None,
+             "unparsed": u} for j, (k, n, v, u) in sorted(out.items())]
 
 
 # -- auto-judge ------------------------------------------------------------------------------------
@@ -459,14 +513,17 @@ def parse_verdict(text: str) -> tuple[str | None, str]:
     return None, f"unparseable reply: {t[:80]!r}"
 
 
-def combine_orders(first: str | None, swapped: str | None) -> str:
-    """Verdicts from both orders -> the battle's verdict in the original order.
+def combine_orders(first: str | None, swapped: str | None) -> str | None:
+    """Verdicts from both orders -> the battle's verdict in the original order, or None (no verdict).
 
     `first` judged (A=answer_a, B=answer_b); `swapped` judged (A=answer_b, B=answer_a). The judge
-    must pick the same answer both times; a disagreement (position bias) or an unreadable reply is a tie.
+    must pick the same answer both times; a disagreement (position bias) is a tie. An unreadable reply
+    in either order is no verdict at all: counting it as a tie would pull ratings together.
     """
     back = {"a": "b", "b": "a", "tie": "tie", None: None}[swapped]
-    if first is None or back is None or first != back:
+    if first is None or back is None:
+        return None
+    if first != back:
         return "tie"
     return first
 
@@ -484,7 +541,7 @@ def judge_battle(engine, battle_id: str, judge: str, max_new_tokens: int = 24) -
         verdicts.append(v)
         if note:
             notes.append(note)
-    winner = combine_orders(*verdicts)
+    winner = combine_orders(*verdicts) or UNPARSED
     if verdicts[0] and verdicts[1] and winner == "tie" and not (verdicts[0] == verdicts[1] == "tie"):
         notes.append(f"orders disagree ({verdicts[0]} then {verdicts[1]} with sides swapped)")
     note = "; ".join(notes)
@@ -535,6 +592,7 @@ def export(rows: Iterable[dict], fmt: str, out: str | Path) -> int:
     """Write votes as JSONL (atomically: a temp file then a rename). Returns the number of lines."""
     if fmt not in ("battles", "preferences"):
         raise PetError(f"format must be battles or preferences, got {fmt!r}")
+    rows = [v for v in rows if v["winner"] in WINNERS]  # an unreadable judge reply is no verdict to export
     recs = [battle_record(v) if fmt == "battles" else preference_record(v) for v in rows]
     recs = [r for r in recs if r is not None]
     out = Path(out)
@@ -585,8 +643,10 @@ def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
         if rec.get("voter") == "judge" and not include_judges:
             continue
         ts = rec.get("tstamp")
+        bid = rec.get("battle_id")
         rows.append({"tier_a": rec["model_a"], "tier_b": rec["model_b"], "winner": IMPORT_WINNER[rec["winner"]],
-                     "voted": ts if isinstance(ts, (int, float)) else 0.0})
+                     "voted": ts if isinstance(ts, (int, float)) else 0.0, "id": bid if isinstance(bid, str) else None,
+                     "voter": "judge" if rec.get("voter") == "judge" else "human"})
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise PetError(f"{path}: {len(problems)} bad line(s) (expected arena battles JSONL with model_a, model_b, "

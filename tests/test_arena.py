@@ -231,7 +231,8 @@ def test_combine_orders():
     assert arena.combine_orders("a", "a") == "tie"  # judge always picks the first position: disagreement
     assert arena.combine_orders("tie", "tie") == "tie"
     assert arena.combine_orders("a", "tie") == "tie"
-    assert arena.combine_orders(None, "b") == "tie"
+    assert arena.combine_orders(None, "b") is None  # an unreadable reply is no verdict, not a tie
+    assert arena.combine_orders("a", None) is None
 
 
 class FakeEngine:
@@ -278,13 +279,13 @@ def test_judge_battle_both_orders_and_agreement(tmp_path):
     r2 = arena.judge_battle(eng, "b2", "power")
     assert r2["winner"] == "tie" and "orders disagree" in r2["note"]
     r3 = arena.judge_battle(eng, "b3", "power")
-    assert r3["winner"] == "tie" and "unparseable" in r3["note"]
+    assert r3["winner"] == arena.UNPARSED and "unparseable" in r3["note"]
     judged = arena.votes(store, "judge")
     assert [(v["id"], v["winner"], v["judge"]) for v in judged] == [("b1", "a", "power"), ("b2", "tie", "power"),
-                                                                     ("b3", "tie", "power")]
+                                                                     ("b3", arena.UNPARSED, "power")]
     assert len(arena.votes(store, "human")) == 3
     agree = arena.judge_agreement(arena.votes(store))
-    assert agree == [{"judge": "power", "votes": 3, "shared": 3, "agree": 2, "agreement": round(2 / 3, 4)}]
+    assert agree == [{"judge": "power", "votes": 2, "shared": 2, "agree": 1, "agreement": 0.5, "unparsed": 1}]
     assert arena.unjudged(store, "power") == [] and set(arena.unjudged(store, "light")) == {"b1", "b2", "b3"}
 
 
@@ -445,3 +446,62 @@ def test_any_ollama_model_can_judge_by_name(tmp_path):
     with pytest.raises(BackendError, match="no Ollama server answers"):
         arena.judge_battle(eng, "b1", "ollama:qwen3")
     assert arena.votes(eng.store, "judge") == []  # a judge that could not answer leaves no vote
+
+
+# -- issue 8, item 7: one vote per battle, and an unreadable judge reply is no verdict -----------------
+
+def test_include_judges_counts_each_battle_once(tmp_path):
+    store = Store(tmp_path / "pet.db")
+    arena.record_vote(store, battle("h1"), "a", session="s")                      # human + two judges
+    arena.record_vote(store, battle("h1"), "b", voter="judge", judge="j1")
+    arena.record_vote(store, battle("h1"), "b", voter="judge", judge="j2")
+    arena.record_vote(store, battle("j-agree"), "b", voter="judge", judge="j1")   # judges only, agreeing
+    arena.record_vote(store, battle("j-agree"), "b", voter="judge", judge="j2")
+    arena.record_vote(store, battle("j-split"), "a", voter="judge", judge="j1")   # judges only, split
+    arena.record_vote(store, battle("j-split"), "b", voter="judge", judge="j2")
+    rows = arena.votes(store)
+    assert len(rows) == 7
+    counted = {r["id"]: r["winner"] for r in arena.one_vote_per_battle(rows)}
+    assert counted == {"h1": "a", "j-agree": "b", "j-split": "tie"}  # the human's vote wins over the judges'
+    res = arena.ratings(rows, rounds=50)
+    assert res["votes"] == 3 and sum(r["battles"] for r in res["table"]) == 6
+    # The same votes through an exported battles file give the same ratings.
+    out = tmp_path / "battles.jsonl"
+    arena.export(rows, "battles", out)
+    from_file = arena.ratings(arena.read_battles(out, include_judges=True), rounds=50)
+    assert from_file["table"] == arena.ratings([dict(r, ident_a={}, ident_b={}) for r in rows], rounds=50)["table"]
+
+
+def test_unreadable_judge_reply_is_stored_unparsed_and_never_rated(tmp_path):
+    store = Store(tmp_path / "pet.db")
+    arena.record_vote(store, battle("u1"), "a", session="s")
+    eng = FakeEngine(store, ["I cannot decide which one", "[[A]]"])
+    r = arena.judge_battle(eng, "u1", "power")
+    assert r["winner"] == arena.UNPARSED and "unparseable reply" in r["note"]
+    [stored] = arena.votes(store, "judge")
+    assert (stored["winner"], stored["judge"]) == (arena.UNPARSED, "power")
+    assert arena.unjudged(store, "power") == []  # not asked again
+    only_judge = arena.ratings(arena.votes(store, "judge"), rounds=10)
+    assert only_judge["table"] == [] and only_judge["votes"] == 0
+    assert arena.ratings(arena.votes(store), rounds=10)["votes"] == 1  # the human vote alone
+    assert arena.export(arena.votes(store), "battles", tmp_path / "b.jsonl") == 1
+    with pytest.raises(PetError, match="winner must be one of"):
+        arena.record_vote(store, battle("u2"), arena.UNPARSED, session="s")  # a human always gives a verdict
+
+
+def test_a_database_from_before_unparsed_is_migrated_keeping_its_votes(tmp_path):
+    import sqlite3
+
+    old = arena.SCHEMA.replace(", 'unparsed'", "")
+    assert "'unparsed'" not in old
+    db = tmp_path / "pet.db"
+    c = sqlite3.connect(db)
+    c.executescript(old)
+    c.execute("INSERT INTO arena_battles (id, created, tier_a, tier_b, prompt, params, answer_a, answer_b, ident_a,"
+              " ident_b, stats_a, stats_b) VALUES ('old', 1, 'light', 'base', 'p', '{}', 'x', 'y', '{}', '{}', '{}', '{}')")
+    c.execute("INSERT INTO arena_votes (battle_id, winner, voter, created) VALUES ('old', 'a', 'human', 2)")
+    c.commit()
+    c.close()
+    store = Store(db)
+    arena.record_vote(store, arena.get_battle(store, "old"), arena.UNPARSED, voter="judge", judge="power")
+    assert sorted((v["voter"], v["winner"]) for v in arena.votes(store)) == [("human", "a"), ("judge", "unparsed")]
