@@ -46,12 +46,13 @@ def reveal_text(b: dict) -> str:
 
 def leaderboard(engine, voter: str) -> dict:
     avail = [r["name"] for r in engine.tier_status() if r["available"]]
-    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail)
+    current = {t: arena.model_key(t, arena.identity(engine, t)) for t in engine.tiers.names()}
+    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail, current=current)
 
 
 def table_rows(res: dict) -> list[list]:
-    return [[r["rank"], r["tier"], r["rating"], f"{r['ci_low']:.0f} – {r['ci_high']:.0f}", r["battles"],
-             r["wins"], r["losses"], r["ties"], res["elo"].get(r["tier"])] for r in res["table"]]
+    return [[r["rank"], r["label"], r["rating"], f"{r['ci_low']:.0f} – {r['ci_high']:.0f}", r["battles"],
+             r["wins"], r["losses"], r["ties"], res["elo"].get(r["model"])] for r in res["table"]]
 
 
 HEADERS = ["rank", "tier", "rating", "95% interval", "battles", "wins", "losses", "ties", "online Elo (order-dependent)"]
@@ -73,7 +74,7 @@ def heatmap(res: dict) -> go.Figure:
 def ratings_chart(res: dict) -> go.Figure:
     t = res["table"]
     fig = go.Figure(go.Scatter(
-        x=[r["tier"] for r in t], y=[r["rating"] for r in t], mode="markers",
+        x=[r["label"] for r in t], y=[r["rating"] for r in t], mode="markers",
         marker={"size": 10},
         error_y={"type": "data", "symmetric": False, "array": [r["ci_high"] - r["rating"] for r in t],
                  "arrayminus": [r["rating"] - r["ci_low"] for r in t]}))

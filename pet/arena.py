@@ -12,6 +12,7 @@ one-sided votes finite (without it, 3 wins and no losses push a rating to infini
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -87,11 +88,12 @@ def new_battle_id() -> str:
 
 
 def identity(engine, tier: str) -> dict:
-    """What a vote records about a tier: the model, adapter and prompt it ran with."""
+    """What a vote records about a tier: the model, adapter (with its weights' hash) and prompt it ran with."""
     spec = engine.tiers.spec(tier)
     ident = {"tier": tier, "backend": spec.backend, "model": spec.model, "adapter": spec.adapter,
              "template": spec.template, "system_prompt": spec.system_prompt}
     if spec.adapter:
+        ident["adapter_sha256"] = adapter_sha256(spec.adapter)
         try:
             from pet.adapters import read_adapter
 
@@ -100,6 +102,45 @@ def identity(engine, tier: str) -> dict:
         except PetError as e:
             ident["adapter_meta"] = {"error": str(e)}
     return ident
+
+
+def adapter_sha256(folder: str | Path) -> str | None:
+    """SHA-256 of an adapter's weights (the PEFT file, else the GGUF), or None when neither is there."""
+    from pet.adapters import GGUF_FILE, file_sha256
+
+    for name in ("adapter_model.safetensors", GGUF_FILE):
+        f = Path(folder) / name
+        if f.is_file():
+            return file_sha256(f)
+    return None
+
+
+def model_key(tier: str, ident: dict | None) -> str:
+    """What a rating belongs to: the tier name plus what it ran (model, adapter weights).
+
+    "Make this the enhanced tier" keeps the name but changes the model: its votes must not pool with the
+    old adapter's. Votes recorded before identities carried the adapter's hash get it from the adapter
+    folder when it is still there, so the same weights give the same key either way."""
+    ident = ident or {}
+    if not ident.get("model") and not ident.get("adapter"):
+        return tier  # a battles file or an old vote without an identity: the name is all there is
+    adapter = ident.get("adapter") or ""
+    weights = ident.get("adapter_sha256") or (adapter and adapter_sha256(adapter)) or adapter
+    digest = hashlib.sha256(json.dumps([ident.get("model") or "", weights]).encode("utf-8")).hexdigest()
+    return f"{tier}@{digest[:8]}"
+
+
+def describe(ident: dict | None) -> str:
+    """A short human name for what a tier ran: its adapter's label, or its model."""
+    ident = ident or {}
+    if ident.get("adapter"):
+        label = (ident.get("adapter_meta") or {}).get("label")
+        if not label:
+            p = Path(ident["adapter"])
+            label = p.parent.name if p.name == "adapter" else p.name  # runs/<run_id>/adapter -> the run id
+        return f"adapter {label}"
+    model = ident.get("model") or ""
+    return f"{model.rsplit('/', 1)[-1]}, no adapter" if model else "no adapter"
 
 
 # -- storing votes --------------------------------------------------------------------------------
@@ -198,7 +239,11 @@ def votes(store, voter: str | None = None) -> list[dict]:
     if voter:
         sql += " WHERE v.voter = ?"
         args = (voter,)
-    return [_row(r) for r in store.query(sql + " ORDER BY v.created, v.id", args)]
+    rows = [_row(r) for r in store.query(sql + " ORDER BY v.created, v.id", args)]
+    for r in rows:
+        for side in ("a", "b"):
+            r[f"key_{side}"] = model_key(r[f"tier_{side}"], r.get(f"ident_{side}"))
+    return rows
 
 
 # -- Bradley-Terry ---------------------------------------------------------------------------------
@@ -216,14 +261,19 @@ class Battles:
     @classmethod
     def from_votes(cls, rows: Iterable[dict]) -> Battles:
         rows = list(rows)
-        names = sorted({r["tier_a"] for r in rows} | {r["tier_b"] for r in rows})
+        names = sorted({_key(r, "a") for r in rows} | {_key(r, "b") for r in rows})
         ix = {n: i for i, n in enumerate(names)}
         score = {"a": 1.0, "b": 0.0, "tie": 0.5, "bothbad": 0.5}
         return cls(names,
-                   np.array([ix[r["tier_a"]] for r in rows], dtype=np.int64),
-                   np.array([ix[r["tier_b"]] for r in rows], dtype=np.int64),
+                   np.array([ix[_key(r, "a")] for r in rows], dtype=np.int64),
+                   np.array([ix[_key(r, "b")] for r in rows], dtype=np.int64),
                    np.array([score[r["winner"]] for r in rows], dtype=float),
                    np.array([float(r.get("voted") or r.get("created") or 0) for r in rows]))
+
+
+def _key(row: dict, side: str) -> str:
+    """The rated identity of one side of a vote (see model_key); rows without one are rated by tier name."""
+    return row.get(f"key_{side}") or row[f"tier_{side}"]
 
 
 def _cells(b: Battles):
@@ -335,9 +385,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = RIDGE,
-            seed: int | None = 0, tiers: Iterable[str] = ()) -> dict:
-    """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time).
+            seed: int | None = 0, tiers: Iterable[str] = (), current: dict[str, str] | None = None) -> dict:
+    """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time, key_a/key_b).
 
+    Ratings belong to model identities (model_key: the tier name plus what it ran), so a tier whose
+    adapter was swapped is rated apart from its earlier model. Each table row has the `tier` name, the
+    identity (`model`), a display `label` that says when a tier's model changed, and `current` (whether
+    it is what the tier runs now). `current` maps tier -> its identity now; a tier left out counts the
+    identity of its latest vote as current.
     `tiers`: tiers that could battle (the available ones); a pair of them never judged is the first
     suggestion for the next battle. Returns plain data (JSON-serialisable).
     """
@@ -346,6 +401,16 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     rows = one_vote_per_battle(rows)
     b = Battles.from_votes(rows)
     n = len(b.names)
+    tier_of, desc_of, now = {}, {}, {}
+    for r in rows:  # oldest first: the last identity seen for a tier is its latest
+        for side in ("a", "b"):
+            k = _key(r, side)
+            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
+            now[r[f"tier_{side}"]] = k
+    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
+    # current model: keep its name rather than calling it replaced.
+    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
+    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
     theta = bradley_terry(b, ridge)
     rating = to_rating(theta)
     boot = bootstrap(b, rounds, ridge, np.random.default_rng(seed), theta) if rounds else np.zeros((0, n))
@@ -359,11 +424,17 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     np.add.at(games, (b.right, b.left), 1)
     np.add.at(score, (b.left, b.right), b.score)
     np.add.at(score, (b.right, b.left), 1 - b.score)
+    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
     table = []
     for i, name in enumerate(b.names):
         mine = (b.left == i) | (b.right == i)
         s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
-        table.append({"tier": name, "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
+        tier = tier_of[name]
+        is_now = now.get(tier) == name
+        label = tier if per_tier[tier] == 1 and is_now else \
+            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
+        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
+                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
                       "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
                       "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
                       "ties": int((s_i == 0.5).sum())})
@@ -371,6 +442,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     for row in table:
         row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
     order = sorted(range(n), key=lambda i: -rating[i])
+    labels = [table[i]["label"] for i in order]
     table = [table[i] for i in order]
     decisive = b.score != 0.5
     left_wins = int((b.score[decisive] == 1).sum())
@@ -378,18 +450,24 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     bias_lo, bias_hi = wilson(left_wins, n_dec)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(games > 0, score / np.maximum(games, 1), np.nan)
-    names = [b.names[i] for i in order]
     elo = online_elo(b)
+    cands = [now.get(t, t) for t in dict.fromkeys(tiers)]  # the tiers' current identities
+    nxt = next_pair(b.names, boot, rating, games, cands)
+    if nxt:
+        tier_now = {k: t for t, k in now.items()}
+        for side in ("a", "b"):
+            k = nxt[f"tier_{side}"]
+            nxt[f"model_{side}"], nxt[f"tier_{side}"] = k, tier_of.get(k) or tier_now.get(k, k)
     return {
         "votes": len(rows), "rounds": int(rounds), "ridge": ridge, "table": table,
-        "winrate": {"tiers": names,
+        "winrate": {"tiers": labels,
                     "matrix": [[None if np.isnan(rate[i, j]) else round(float(rate[i, j]), 4) for j in order]
                                for i in order],
                     "games": [[int(games[i, j]) for j in order] for i in order]},
         "position_bias": {"left_wins": left_wins, "decisive": n_dec,
                           "rate": round(left_wins / n_dec, 4) if n_dec else None,
                           "ci_low": round(bias_lo, 4), "ci_high": round(bias_hi, 4)},
-        "next_pair": next_pair(b.names, boot, rating, games, tiers),
+        "next_pair": nxt,
         "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
     }
 
@@ -569,7 +647,8 @@ def _conversation(system: str | None, prompt: str, answer: str) -> list[dict]:
 
 def battle_record(v: dict) -> dict:
     """A vote in the arena battles format (model_a, model_b, winner, conversation_a/_b, tstamp)."""
-    return {"model_a": v["tier_a"], "model_b": v["tier_b"], "winner": EXPORT_WINNER[v["winner"]],
+    return {"model_a": _key(v, "a"), "model_b": _key(v, "b"), "tier_a": v["tier_a"], "tier_b": v["tier_b"],
+            "winner": EXPORT_WINNER[v["winner"]],
             "conversation_a": _conversation(v.get("system"), v["prompt"], v["answer_a"]),
             "conversation_b": _conversation(v.get("system"), v["prompt"], v["answer_b"]),
             "tstamp": v.get("voted") or v.get("created"), "voter": v.get("voter", "human"),
@@ -644,7 +723,10 @@ def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
             continue
         ts = rec.get("tstamp")
         bid = rec.get("battle_id")
-        rows.append({"tier_a": rec["model_a"], "tier_b": rec["model_b"], "winner": IMPORT_WINNER[rec["winner"]],
+        # model_a/_b are the rated identities; tier_a/_b (PET's own exports) the tier names shown for them.
+        tiers = [rec.get(f"tier_{x}") if isinstance(rec.get(f"tier_{x}"), str) else rec[f"model_{x}"] for x in "ab"]
+        rows.append({"tier_a": tiers[0], "tier_b": tiers[1], "key_a": rec["model_a"], "key_b": rec["model_b"],
+                     "winner": IMPORT_WINNER[rec["winner"]],
                      "voted": ts if isinstance(ts, (int, float)) else 0.0, "id": bid if isinstance(bid, str) else None,
                      "voter": "judge" if rec.get("voter") == "judge" else "human"})
     if problems:

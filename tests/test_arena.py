@@ -171,7 +171,7 @@ def test_position_bias_and_next_pair():
     assert (pb["ci_low"], pb["ci_high"]) == (round(lo, 4), round(hi, 4)) and lo < 0.8 < hi and lo > 0.6
     # A pair that never met is the most useful next battle.
     assert res["next_pair"]["tier_a"] in ("x", "z") and arena.ratings(rows, rounds=50, tiers=["x", "y", "z"])[
-        "next_pair"] == {"tier_a": "x", "tier_b": "z", "p_a_above": None, "battles": 0}
+        "next_pair"] == {"tier_a": "x", "tier_b": "z", "model_a": "x", "model_b": "z", "p_a_above": None, "battles": 0}
     wr = res["winrate"]
     assert wr["tiers"] == ["x", "y"] and wr["matrix"][0][0] is None
     assert wr["matrix"][0][1] == pytest.approx((30 + 10 + 2.5) / 55, abs=1e-4)
@@ -321,7 +321,10 @@ def test_export_battles_round_trip_and_preferences(tmp_path):
                                          {"role": "user", "content": "write a poem"},
                                          {"role": "assistant", "content": "ANSWER-LEFT"}]
     assert recs[1]["conversation_b"][-1] == {"role": "assistant", "content": "ANSWER-RIGHT"}
-    assert all(r["model_a"] == "light" and r["model_b"] == "enhanced" and r["tstamp"] > 0 for r in recs)
+    # model_a/_b name the rated model identity (tier + what it ran); tier_a/_b the tier names.
+    assert all(r["tier_a"] == "light" and r["tier_b"] == "enhanced" and r["tstamp"] > 0 for r in recs)
+    assert all((r["model_a"], r["model_b"]) == (rows[0]["key_a"], rows[0]["key_b"]) for r in recs)
+    assert rows[0]["key_a"].startswith("light@") and rows[0]["key_b"].startswith("enhanced@")
     back = arena.read_battles(out)
     assert [(r["tier_a"], r["tier_b"], r["winner"]) for r in back] == [
         (v["tier_a"], v["tier_b"], v["winner"]) for v in rows]
@@ -505,3 +508,45 @@ def test_a_database_from_before_unparsed_is_migrated_keeping_its_votes(tmp_path)
     store = Store(db)
     arena.record_vote(store, arena.get_battle(store, "old"), arena.UNPARSED, voter="judge", judge="power")
     assert sorted((v["voter"], v["winner"]) for v in arena.votes(store)) == [("human", "a"), ("judge", "unparsed")]
+
+
+# -- issue 8, item 6: ratings belong to model identities, not tier names ----------------------------------
+
+def test_a_swapped_adapter_is_rated_apart_and_marked(tmp_path, engine):
+    import shutil
+
+    store = Store(tmp_path / "pet.db")
+    old = arena.identity(engine, "enhanced")  # the shipped adapter
+    assert old["adapter_sha256"] == arena.adapter_sha256(old["adapter"]) and len(old["adapter_sha256"]) == 64
+    new_dir = tmp_path / "runs" / "run-new" / "adapter"
+    shutil.copytree(old["adapter"], new_dir)
+    with open(new_dir / "adapter_model.safetensors", "ab") as f:
+        f.write(b"retrained")  # other weights, same tier name
+    new = dict(old, adapter=str(new_dir), adapter_sha256=arena.adapter_sha256(new_dir), adapter_meta={})
+    light = arena.identity(engine, "light")
+    legacy = {k: v for k, v in old.items() if k != "adapter_sha256"}  # a vote from before identities had hashes
+    k = 0
+    for ident, winner, n in ((old, "b", 6), (legacy, "b", 2), (new, "a", 8)):
+        for _ in range(n):
+            k += 1
+            arena.record_vote(store, battle(f"v{k}", tier_a="enhanced", tier_b="light", ident_a=ident, ident_b=light),
+                              winner, session="s")
+    rows = arena.votes(store)
+    key_old, key_new = arena.model_key("enhanced", old), arena.model_key("enhanced", new)
+    assert key_old != key_new and {r["key_a"] for r in rows} == {key_old, key_new}  # legacy votes join the old key
+    res = arena.ratings(rows, rounds=100, tiers=["enhanced", "light"],
+                        current={"enhanced": key_new, "light": arena.model_key("light", light)})
+    by_model = {r["model"]: r for r in res["table"]}
+    assert set(by_model) == {key_old, key_new, arena.model_key("light", light)}
+    was, now = by_model[key_old], by_model[key_new]
+    assert (was["tier"], now["tier"]) == ("enhanced", "enhanced")
+    assert (was["battles"], now["battles"]) == (8, 8)
+    assert was["label"] == f"enhanced (adapter {old['adapter_meta']['label']}, replaced)" and not was["current"]
+    assert now["label"] == "enhanced (adapter run-new, current)" and now["current"]
+    assert by_model[arena.model_key("light", light)]["label"] == "light"
+    assert now["rating"] > by_model[arena.model_key("light", light)]["rating"] > was["rating"]
+    # The next battle is drawn among what the tiers run now.
+    assert {res["next_pair"]["model_a"], res["next_pair"]["model_b"]} == {key_new, arena.model_key("light", light)}
+    # Swapping the adapter marks a tier as changed even before its new model has a vote.
+    only_old = arena.ratings([r for r in rows if r["key_a"] == key_old], rounds=20, current={"enhanced": key_new})
+    assert [r["label"] for r in only_old["table"] if r["tier"] == "enhanced"] == [was["label"]]
