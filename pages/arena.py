@@ -50,8 +50,14 @@ def leaderboard(engine, voter: str) -> dict:
     return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail, current=current)
 
 
+def interval_text(r: dict) -> str:
+    if not r["enough_votes"]:
+        return f"too few votes ({r['battles']} of {arena.MIN_BATTLES} battles)"
+    return f"{r['ci_low']:.0f} – {r['ci_high']:.0f}"
+
+
 def table_rows(res: dict) -> list[list]:
-    return [[r["rank"], r["label"], r["rating"], f"{r['ci_low']:.0f} – {r['ci_high']:.0f}", r["battles"],
+    return [[r["rank"], r["label"], r["rating"], interval_text(r), r["battles"],
              r["wins"], r["losses"], r["ties"], res["elo"].get(r["model"])] for r in res["table"]]
 
 
@@ -72,7 +78,7 @@ def heatmap(res: dict) -> go.Figure:
 
 
 def ratings_chart(res: dict) -> go.Figure:
-    t = res["table"]
+    t = [r for r in res["table"] if r["enough_votes"]]  # a zero-width bar after one vote would mislead
     fig = go.Figure(go.Scatter(
         x=[r["label"] for r in t], y=[r["rating"] for r in t], mode="markers",
         marker={"size": 10},
@@ -93,7 +99,8 @@ def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
     if nxt:
         why = ("they have never met" if nxt["p_a_above"] is None
                else f"their order is the least certain: P({nxt['tier_a']} above) = {nxt['p_a_above']:.0%}")
-        lines.append(f"**Most useful next battle:** {html.escape(nxt['tier_a'])} vs {html.escape(nxt['tier_b'])} ({why}).")
+        lines.append(f"**Most useful next battle:** {html.escape(nxt['tier_a'])} vs {html.escape(nxt['tier_b'])} "
+                     f"({why}); ⚔️ New battle draws this pair, on random sides.")
     lines.append(f"**Human votes:** {human['votes']} · **auto-judge votes:** {judge['votes']} (rated separately below).")
     for a in agreement:
         rate = "no shared battles yet" if a["agreement"] is None else \
@@ -181,7 +188,8 @@ def build(engine) -> dict:
         avail = [r["name"] for r in engine.tier_status() if r["available"]]
         try:
             p = pick_prompt(kind, text, typed)
-            left, right = arena.draw_pair(avail, _rng)
+            # The pair the leaderboard recommends is the pair drawn (the same ratings, the same seed).
+            left, right = arena.draw_next(leaderboard(engine, "human"), avail, _rng)
         except PetError as e:
             gr.Warning(str(e))
             yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]

@@ -35,6 +35,9 @@ SCALE = 400 / math.log(10)  # natural-log strength -> rating points
 BASE = 1000.0
 RIDGE = 0.05  # prior precision on log-strengths: N(0, 1/0.05), i.e. sd ~4.5 nats (~1900 points)
 DEFAULT_ROUNDS = 1000
+# Below this many battles a model's bootstrap interval says nothing: after one vote every resample is
+# that same vote, and the interval has zero width ("1230 - 1230").
+MIN_BATTLES = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS arena_battles (
@@ -81,6 +84,16 @@ def draw_pair(tiers: list[str], rng: random.Random | None = None) -> tuple[str, 
     rng = rng or random.Random()
     left, right = rng.sample(pool, 2)  # sample() draws an ordered pair: sides are random too
     return left, right
+
+
+def draw_next(res: dict, tiers: list[str], rng: random.Random | None = None) -> tuple[str, str]:
+    """The next battle's pair: the one the leaderboard recommends (ratings()["next_pair"]), on random sides,
+    so the pair it names is the pair that gets judged; two random tiers when it recommends none."""
+    nxt = res.get("next_pair") or {}
+    pair = [nxt.get("tier_a"), nxt.get("tier_b")]
+    if pair[0] != pair[1] and all(t in tiers for t in pair):
+        return draw_pair(pair, rng)
+    return draw_pair(tiers, rng)
 
 
 def new_battle_id() -> str:
@@ -438,6 +451,8 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
                       "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
                       "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
                       "ties": int((s_i == 0.5).sum())})
+        # An interval means something once there are a few battles and the resamples disagree at all.
+        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
     # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
     for row in table:
         row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])

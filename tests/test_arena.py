@@ -550,3 +550,39 @@ def test_a_swapped_adapter_is_rated_apart_and_marked(tmp_path, engine):
     # Swapping the adapter marks a tier as changed even before its new model has a vote.
     only_old = arena.ratings([r for r in rows if r["key_a"] == key_old], rounds=20, current={"enhanced": key_new})
     assert [r["label"] for r in only_old["table"] if r["tier"] == "enhanced"] == [was["label"]]
+
+
+# -- issue 8, item 18: no interval from too few votes; the recommended pair is the pair drawn ------------
+
+def test_one_vote_gives_no_interval():
+    one = arena.ratings([{"tier_a": "x", "tier_b": "y", "winner": "a"}], rounds=200)
+    assert [r["enough_votes"] for r in one["table"]] == [False, False]
+    assert all(r["ci_low"] == r["ci_high"] for r in one["table"])  # what used to be shown as "1230 - 1230"
+    one_sided = arena.ratings([{"tier_a": "x", "tier_b": "y", "winner": "a"}] * 8, rounds=200)
+    assert not any(r["enough_votes"] for r in one_sided["table"])  # every resample is the same: no spread
+    many = arena.ratings(synthetic(200, seed=3), rounds=200)
+    assert all(r["enough_votes"] and r["ci_high"] - r["ci_low"] > 1 for r in many["table"])
+
+
+def test_ratings_cli_says_too_few_votes(tmp_path, monkeypatch, capsys):
+    from pet.cli import main
+
+    monkeypatch.setenv("PET_HOME", str(tmp_path))
+    arena.record_vote(Store(tmp_path / "pet.db"), battle("only"), "a", session="s")
+    assert main(["arena", "ratings", "--rounds", "50"]) == 0
+    out = capsys.readouterr().out
+    table = out.split("left side won")[0]
+    assert table.count("too few votes") == 2 and " .. " not in table
+
+
+def test_the_recommended_pair_is_the_pair_drawn():
+    rows = [{"tier_a": "x", "tier_b": "y", "winner": "a"}] * 6 + [{"tier_a": "y", "tier_b": "z", "winner": "b"}] * 6
+    res = arena.ratings(rows, rounds=100, tiers=["x", "y", "z"])
+    want = {res["next_pair"]["tier_a"], res["next_pair"]["tier_b"]}
+    assert want == {"x", "z"}  # the pair that never met
+    rng = random.Random(0)
+    draws = Counter(arena.draw_next(res, ["x", "y", "z"], rng) for _ in range(200))
+    assert set(draws) == {("x", "z"), ("z", "x")}  # always that pair, sides at random
+    assert min(draws.values()) > 60
+    # An unavailable tier in the recommendation: two random available tiers instead.
+    assert set(arena.draw_next(res, ["x", "y"], rng)) == {"x", "y"}

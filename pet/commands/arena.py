@@ -68,7 +68,7 @@ def cmd_ratings(args) -> int:
     width = max(16, *(len(r["label"]) for r in res["table"]))
     print(f"{'rank':>4}  {'tier':<{width}} {'rating':>7}  {'95% interval':<17} {'battles':>7}")
     for row in res["table"]:
-        ci = f"{row['ci_low']:.0f} .. {row['ci_high']:.0f}"
+        ci = f"{row['ci_low']:.0f} .. {row['ci_high']:.0f}" if row["enough_votes"] else "too few votes"
         print(f"{row['rank']:>4}  {row['label']:<{width}} {row['rating']:>7.1f}  {ci:<17} {row['battles']:>7}")
     pb = res["position_bias"]
     if pb["decisive"]:
