@@ -6,6 +6,7 @@ and turn PetError into gr.Error/gr.Warning. Per-session state lives in gr.State 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -24,12 +25,22 @@ TABS = (
 
 CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "pet.css"
 
+# The public API, chosen on purpose (documented in the README): every other event is private, callable
+# only by the page itself. "score" is the PET score tab's endpoint, public once that tab registers it.
+PUBLIC_API = ("chat", "compare", "score")
+
+READ_ONLY_NOTE = ("**Read-only demo.** You can chat, compare and judge battles; editing the examples, "
+                  "importing, training and changing tiers are off on this public Space.")
+
 
 def build_app(engine: Engine) -> gr.Blocks:
-    with gr.Blocks(title="PET Studio") as demo:
+    # Uploads and the copies Gradio serves are kept a day, then removed (they live under PET_HOME/uploads).
+    with gr.Blocks(title="PET Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# PET Studio\nTurn a rough request into a well-built prompt: role, task, context, "
                     "constraints, reasoning steps, examples and output format, like blocks that fit together.",
                     elem_id="pet-header")
+        if engine.settings.read_only:
+            gr.Markdown(READ_ONLY_NOTE, elem_id="pet-read-only")
         for module, label in TABS:
             with gr.Tab(label, id=module, elem_id=f"tab-{module}"):
                 parts = importlib.import_module(f"pages.{module}").build(engine) or {}
@@ -37,16 +48,30 @@ def build_app(engine: Engine) -> gr.Blocks:
             if "on_load" in parts:
                 fn, outputs = parts["on_load"]
                 demo.load(fn, None, outputs, api_name=False, show_progress="hidden")
+    hide_private_api(demo)
     return demo
+
+
+def hide_private_api(demo: gr.Blocks) -> None:
+    """Make every endpoint outside PUBLIC_API private, whatever name its event got (a callable value or an
+    event without api_name=False would otherwise be listed and callable by API clients)."""
+    for fn in demo.fns.values():
+        if fn.api_name not in PUBLIC_API:
+            fn.api_visibility = "private"
 
 
 def launch(settings: Settings | None = None, block: bool = True, **kw):
     settings = settings or Settings.from_env()
+    # Gradio keeps uploads (and copies of the files it serves) in its cache folder: under PET_HOME, like
+    # everything else PET writes, unless GRADIO_TEMP_DIR says otherwise. Read when components are built.
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(settings.path("uploads")))
     engine = Engine(settings)
     demo = build_app(engine)
     # Each model serves one request at a time (its lock); queueing, not threads, gives concurrency.
     demo.queue(default_concurrency_limit=4)
     css = CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None
+    # Downloads are written to PET_HOME/exports, the one folder of PET_HOME that may be served (not pet.db).
     return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
                        css=css, theme=gr.themes.Soft(), prevent_thread_lock=not block, show_error=False,
-                       footer_links=["api", "gradio"], **kw)
+                       footer_links=["api", "gradio"], allowed_paths=[str(settings.path("exports"))],
+                       max_file_size=settings.max_upload_mb * 2**20, **kw)

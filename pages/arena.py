@@ -272,7 +272,7 @@ def build(engine) -> dict:
         rows = arena.votes(engine.store, None if judges else "human")
         if not rows:
             raise gr.Error("No votes to export yet.")
-        out = engine.settings.path("exports") / f"arena_{kind}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        out = engine.settings.export_path(f"arena_{kind}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         try:
             n = arena.export(rows, kind, out)
         except PetError as e:

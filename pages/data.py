@@ -7,7 +7,6 @@ its base, so a save from a stale tab is refused instead of overwriting a newer o
 from __future__ import annotations
 
 import html
-import tempfile
 import threading
 from pathlib import Path
 
@@ -316,9 +315,8 @@ def build(engine) -> dict:
         try:
             v = data.ds.find(which) if (which or "").strip() else version
             examples = data.ds.get(v)
-            # Gradio serves downloads only from its allowed folders: the temp dir is one of them.
-            folder = Path(tempfile.mkdtemp(prefix="pet-export-"))
-            path = export(examples, f, folder / f"pet_examples_v{v}.{EXT[f]}")
+            # PET_HOME/exports is the folder the app may serve downloads from (pages.launch).
+            path = export(examples, f, engine.settings.export_path(f"pet_examples_v{v}.{EXT[f]}"))
         except PetError as e:
             raise _error(e) from None
         return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
