@@ -239,6 +239,7 @@ def build(engine) -> dict:
         if not b or not b.get("voted"):
             raise gr.Error("Vote first: the better answer is the one you chose.")
         try:
+            engine.settings.check_writable("add an answer to the training set")
             version = arena.send_to_training(engine.store, b["id"])
         except PetError as e:
             raise gr.Error(str(e))

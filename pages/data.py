@@ -228,6 +228,7 @@ def build(engine) -> dict:
 
     def commit(version: int, examples: list[dict], note: str, query, tg, pg):
         try:
+            engine.settings.check_writable("change the examples")
             v = data.ds.save(examples, version, note)
         except PetError as e:
             raise _error(e) from None
@@ -277,6 +278,7 @@ def build(engine) -> dict:
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
         note = f"imported {len(res.examples)} from {name}"
         try:
+            engine.settings.check_writable("import examples")
             if how == "replace":
                 v = data.ds.save(res.examples, version, note + " (replace)")
             else:
@@ -293,6 +295,7 @@ def build(engine) -> dict:
         if n is None:
             raise gr.Error("enter the version number to restore")
         try:
+            engine.settings.check_writable("restore a version")
             v = data.ds.restore(int(n))
         except PetError as e:
             raise _error(e) from None
@@ -304,6 +307,7 @@ def build(engine) -> dict:
         if n is None:
             raise gr.Error("enter the version number to name")
         try:
+            engine.settings.check_writable("name a version")
             data.ds.name_version(int(n), name)
         except PetError as e:
             raise _error(e) from None

@@ -203,6 +203,7 @@ def build(engine) -> dict:
         if not t:
             raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
         try:
+            engine.settings.check_writable("start training")
             cfg = make_config(t, values(*vals))
             examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
             run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
@@ -219,6 +220,7 @@ def build(engine) -> dict:
         if not cur:
             raise gr.Error("No training job is running.")
         try:
+            engine.settings.check_writable("cancel training")
             jobs.cancel(home, cur["id"])
         except PetError as e:
             raise gr.Error(str(e))
@@ -264,6 +266,7 @@ def build(engine) -> dict:
         if not run_id:
             raise gr.Error("No finished run selected.")
         try:
+            engine.settings.check_writable("change a tier's adapter")
             target = "enhanced"
             if name:  # a new tier copies the tier the run trained on
                 src = ((jobs.info(jobs.runs_dir(home) / run_id).get("config") or {}).get("tier"))
