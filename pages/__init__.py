@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -33,6 +36,38 @@ READ_ONLY_NOTE = ("**Read-only demo.** You can chat, compare and judge battles; 
                   "importing, training and changing tiers are off on this public Space.")
 
 
+@dataclass
+class Live:
+    """A list on the page that follows the engine while the page is open (the tier registry, the dataset
+    versions). `key()` is cheap and changes when the list must; `update(value, old_key)` returns the
+    component's update given its current value (old_key is None on page load)."""
+
+    component: Any
+    key: Callable[[], Any]
+    update: Callable[[Any, Any], Any]
+
+
+LIVE_EVERY_S = 3.0
+
+
+def _wire_live(demo: gr.Blocks, lives: list[Live]) -> None:
+    """Refresh every Live list on page load, then whenever its key changes (checked every few seconds)."""
+    if not lives:
+        return
+    seen = gr.State(None)
+    comps = [lv.component for lv in lives]
+
+    def refresh(old_keys, *values):
+        old_keys = old_keys or [None] * len(lives)
+        keys = [lv.key() for lv in lives]
+        ups = [lv.update(v, None if old is None else old) if old is None or k != old else gr.skip()
+               for lv, v, k, old in zip(lives, values, keys, old_keys)]
+        return [keys, *ups]
+
+    demo.load(refresh, [seen, *comps], [seen, *comps], api_name=False, show_progress="hidden")
+    gr.Timer(LIVE_EVERY_S).tick(refresh, [seen, *comps], [seen, *comps], api_name=False, show_progress="hidden")
+
+
 def build_app(engine: Engine) -> gr.Blocks:
     # Uploads and the copies Gradio serves are kept a day, then removed (they live under PET_HOME/uploads).
     with gr.Blocks(title="PET Studio", delete_cache=(3600, 86400)) as demo:
@@ -41,6 +76,7 @@ def build_app(engine: Engine) -> gr.Blocks:
                     elem_id="pet-header")
         if engine.settings.read_only:
             gr.Markdown(READ_ONLY_NOTE, elem_id="pet-read-only")
+        lives: list[Live] = []
         for module, label in TABS:
             with gr.Tab(label, id=module, elem_id=f"tab-{module}"):
                 parts = importlib.import_module(f"pages.{module}").build(engine) or {}
@@ -48,6 +84,8 @@ def build_app(engine: Engine) -> gr.Blocks:
             if "on_load" in parts:
                 fn, outputs = parts["on_load"]
                 demo.load(fn, None, outputs, api_name=False, show_progress="hidden")
+            lives += parts.get("live", [])
+        _wire_live(demo, lives)
     hide_private_api(demo)
     return demo
 

@@ -14,6 +14,7 @@ import time
 import gradio as gr
 import plotly.graph_objects as go
 
+from pages import Live
 from pet import PetError, arena, compare
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
@@ -293,5 +294,7 @@ def build(engine) -> dict:
     judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
         refresh_board, None, board_outs, api_name=False)
     export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
+    live = Live(judge_tier, key=lambda: engine.tiers.generation,
+                update=lambda value, old: gr.update(choices=engine.tiers.names()))
     return {"new": new, "buttons": buttons, "state": state, "refresh": refresh,
-            "on_load": (refresh_board, board_outs)}
+            "on_load": (refresh_board, board_outs), "live": [live]}

@@ -47,6 +47,7 @@ class Registry:
         self._probe_cache: dict[str, tuple[float, bool, str]] = {}
         self._guard = threading.Lock()
         self._adhoc_specs: dict[str, TierSpec] = {}
+        self.generation = 0  # bumped by put(): pages compare it to know when to refresh their tier lists
 
     # -- lookup -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -85,6 +86,7 @@ class Registry:
             old = self._backends.pop(spec.name, None)
             self._states[spec.name] = TierState()
             self._locks.setdefault(spec.name, threading.Lock())
+            self.generation += 1
         if old is not None:
             old.close()
 
