@@ -719,7 +719,9 @@ def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            problems.append(f"line {no}: not valid JSON ({e.msg})")
+            from pet.dataset import json_error_text
+
+            problems.append(f"line {no}: not valid JSON: {json_error_text(e, no)}")
             continue
         if not isinstance(rec, dict):
             problems.append(f"line {no}: expected a JSON object, got {type(rec).__name__}")
