@@ -606,8 +606,9 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
                 res.errors.append(Problem(1, "header", f"there is no column {want!r} (columns: "
                                           f"{', '.join(res.columns) or 'none'})"))
                 return
-            cols[key] = res.columns.index(want.strip())
-            inp = None
+            if cols[key] != res.columns.index(want.strip()):  # another column than recognised: read it alone
+                cols[key] = res.columns.index(want.strip())
+                inp = None
     if cols["prompt"] is not None and cols["prompt"] == cols["answer"]:
         res.errors.append(Problem(1, "header", f"the request and the answer are the same column "
                                   f"({header[cols['prompt']]!r}): choose two different columns"))

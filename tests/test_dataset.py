@@ -352,6 +352,11 @@ def test_csv_columns_can_be_chosen():
     swapped = d.parse_bytes(b"prompt,answer\na,b\n", "x.csv", columns={"request": "answer", "answer": "prompt"})
     assert swapped.examples[0]["messages"][0]["content"] == "b"
     assert "there is no column 'nope'" in str(d.parse_bytes(text, "x.csv", columns={"request": "nope"}).errors[0])
+    # Confirming the recognised columns changes nothing (an Alpaca-style CSV still appends its input).
+    alpaca = b"instruction,input,output\nsummarize,the report,You are an editor.\n"
+    assert d.parse_bytes(alpaca, "x.csv", columns=d.parse_bytes(alpaca, "x.csv").mapping).examples == \
+        d.parse_bytes(alpaca, "x.csv").examples
+    assert d.parse_bytes(alpaca, "x.csv").examples[0]["messages"][0]["content"] == "summarize\n\nthe report"
     same = d.parse_bytes(text, "x.csv", columns={"request": "col1", "answer": "col1"})
     assert "the request and the answer are the same column" in str(same.errors[0])
 
