@@ -6,7 +6,6 @@ Every string built as HTML here escapes what a user typed first, then adds PET's
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 
 from pet import PetError
