@@ -193,7 +193,7 @@ def build(engine) -> dict:
     def refresh_all(m):
         return runs_md(engine.store), gr.Dropdown(choices=run_choices(engine.store)), history_figure(engine.store, m)
 
-    sc_btn.click(do_score, [sc_prompt, sc_request], [sc_head, sc_table, sc_tips], api_name="score_prompt")
+    sc_btn.click(do_score, [sc_prompt, sc_request], [sc_head, sc_table, sc_tips], api_name="score")
     # Scoring is instant, so it follows the typing too.
     for box in (sc_prompt, sc_request):
         box.change(do_score, [sc_prompt, sc_request], [sc_head, sc_table, sc_tips], api_name=False,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
+from pages import Live
 from pet import PetError
 from pet.backends.base import Stats
+
+log = logging.getLogger("pet.chat")
 
 EXAMPLES = (
     "write a poem about autumn",
@@ -92,20 +97,30 @@ def build(engine) -> dict:
         try:
             params = engine.params_for(tier_name, temperature=float(temp), top_p=float(tp), top_k=int(tk),
                                        max_new_tokens=int(mx), seed=None if sd in (None, "") else int(sd))
-        except PetError as e:
-            raise gr.Error(str(e))
-        hist = hist + [{"role": "user", "content": message}]
+        except PetError as e:  # a bad setting: say which, and leave the page as it was
+            gr.Warning(str(e))
+            yield _display(hist, st), hist, st, message, f"⚠️ {e}"
+            return
+        asked = hist + [{"role": "user", "content": message}]
         answer, chunk = "", None
-        yield _display(hist, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
+        yield _display(asked, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
         try:
-            for chunk in engine.stream(tier_name, hist, params, system=sys_prompt):
+            for chunk in engine.stream(tier_name, asked, params, system=sys_prompt):
                 answer += chunk.text
-                partial = hist + [{"role": "assistant", "content": answer}]
-                yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"
+                partial = asked + [{"role": "assistant", "content": answer}]
+                yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"  # Stop keeps what came
         except PetError as e:
-            raise gr.Error(str(e))
+            # The reason goes in the chat, where it stays; the request goes back in the box to send to another
+            # tier; the conversation the model sees is left as it was. One log line, no traceback.
+            reason = " ".join(str(e).split())
+            log.warning("chat: tier %s could not answer: %s", tier_name, reason)
+            shown = _display(hist, st) + [{"role": "user", "content": message},
+                                          {"role": "assistant", "content": f"⚠️ **{tier_name} could not answer.** "
+                                                                           f"{reason}"}]
+            yield shown, hist, st, message, f"⚠️ {tier_name} could not answer: pick another tier and send again."
+            return
         final = Stats(chunk.tokens, chunk.ttft_s, chunk.elapsed_s, chunk.finish_reason) if chunk else Stats()
-        hist = hist + [{"role": "assistant", "content": answer}]
+        hist = asked + [{"role": "assistant", "content": answer}]
         line = f"{tier_name}: {final.line()}"
         st = st + [line]
         yield _display(hist, st), hist, st, "", line
@@ -131,4 +146,6 @@ def build(engine) -> dict:
     timer = gr.Timer(3)
     timer.tick(lambda: status_markdown(engine.tier_status()), None, status, api_name=False,
                show_progress="hidden")
-    return {"tier": tier, "bot": bot, "input": msg, "send": send}
+    live = Live(tier, key=lambda: engine.tiers.generation,
+                update=lambda value, old: gr.update(choices=engine.tiers.names()))
+    return {"tier": tier, "bot": bot, "input": msg, "send": send, "live": [live]}

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import gradio as gr
 
-from pages import export_panel
+from pages import Live, export_panel
 from pet import PetError
 from pet.train import jobs
 from pet.train.trainer import TrainConfig
@@ -36,6 +36,15 @@ def dataset_choices(engine) -> list[tuple[str, str]]:
     out = [(f"v{v['id']}{' · ' + v['name'] if v.get('name') else ''} · {v['examples']} examples"
             f"{' · ' + v['note'] if v.get('note') else ''}", str(v["id"])) for v in vs]
     return out or [("shipped examples (data/pet_examples.jsonl)", SHIPPED)]
+
+
+def latest_version(engine) -> int | None:
+    try:
+        from pet.datastore import DatasetStore
+
+        return DatasetStore(engine.store).latest()
+    except (ImportError, PetError):
+        return None
 
 
 def load_examples(engine, version: str) -> list[dict]:
@@ -147,8 +156,8 @@ def build(engine) -> dict:
     with gr.Row():
         tier = gr.Dropdown(tiers, value=default_tier, label="Base tier (its model, chat template and system prompt)",
                            elem_id="train-tier")
+        # Follows the saved versions live (newest first, the newest selected unless you chose an older one).
         version = gr.Dropdown(choices, value=choices[0][1], label="Dataset version", elem_id="train-data")
-        refresh_data = gr.Button("↻ versions", scale=0, elem_id="train-data-refresh")
     with gr.Accordion("Hyperparameters", open=False):
         with gr.Row():
             lora_r = gr.Number(defaults.lora_r, label="LoRA r", info=_HELP["lora_r"], precision=0, elem_id="train-r")
@@ -206,6 +215,7 @@ def build(engine) -> dict:
         if not t:
             raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
         try:
+            engine.settings.check_writable("start training")
             cfg = make_config(t, values(*vals))
             examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
             run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
@@ -222,6 +232,7 @@ def build(engine) -> dict:
         if not cur:
             raise gr.Error("No training job is running.")
         try:
+            engine.settings.check_writable("cancel training")
             jobs.cancel(home, cur["id"])
         except PetError as e:
             raise gr.Error(str(e))
@@ -261,12 +272,12 @@ def build(engine) -> dict:
     timer.tick(refresh, watched, outs, api_name=False, show_progress="hidden")
     show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, watched, outs,
                                                                                       api_name=False)
-    refresh_data.click(lambda: gr.update(choices=dataset_choices(engine)), None, version, api_name=False)
 
     def on_use(run_id, name=None):
         if not run_id:
             raise gr.Error("No finished run selected.")
         try:
+            engine.settings.check_writable("change a tier's adapter")
             target = "enhanced"
             if name:  # a new tier copies the tier the run trained on
                 src = ((jobs.info(jobs.runs_dir(home) / run_id).get("config") or {}).get("tier"))
@@ -285,5 +296,16 @@ def build(engine) -> dict:
         return on_use(rid, name.strip())
 
     add_tier.click(on_add, [watched, new_name], history, api_name=False)
+    def versions_update(value, old_latest):
+        choices = dataset_choices(engine)
+        newest = choices[0][1]
+        # On page load, and when you had the newest selected, select the new newest; keep an older choice.
+        keep = old_latest is not None and value not in (None, "", str(old_latest)) and \
+            value in [c[1] for c in choices]
+        return gr.update(choices=choices, value=value if keep else newest)
+
+    lives = [Live(tier, key=lambda: engine.tiers.generation,
+                  update=lambda value, old: gr.update(choices=trainable_tiers(engine))),
+             Live(version, key=lambda: latest_version(engine), update=versions_update)]
     return {"tier": tier, "version": version, "start": start, "cancel": cancel, "progress": progress,
-            "plot": plot, "timer": timer}
+            "plot": plot, "timer": timer, "live": lives}

@@ -7,6 +7,7 @@ A bad tiers file raises one ConfigError that lists every problem with its key pa
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -242,6 +243,13 @@ def default_home() -> Path:
     return Path(user_data_dir("pet-studio", appauthor=False))
 
 
+class ReadOnly(PetError):
+    """A write refused because the app is a public read-only demo."""
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -249,6 +257,21 @@ class Settings:
     port: int = 7860
     auth: tuple[str, str] | None = None
     tiers_path: Path = DEFAULT_TIERS
+    max_upload_mb: int = 50  # PET_MAX_UPLOAD_MB: a bigger upload is refused while it arrives, before it is on disk
+    space: bool = False  # on a Hugging Face Space (SPACE_ID is set): public, bound to all interfaces
+    allow_writes: bool = False  # PET_ALLOW_WRITES: a Space owner's opt-in to edits without a login
+
+    @property
+    def read_only(self) -> bool:
+        """A Space with no login is a public demo: nobody may change its data, train or swap adapters,
+        unless its owner opted in with PET_ALLOW_WRITES=1."""
+        return self.space and self.auth is None and not self.allow_writes
+
+    def check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise ReadOnly(f"cannot {action}: this Space is a read-only demo (it has no login, so anyone could "
+                           "change it). Its owner can set PET_AUTH=USER:PASS in the Space's secrets to require a "
+                           "login, or PET_ALLOW_WRITES=1 to let every visitor edit, import and train.")
 
     @staticmethod
     def parse_auth(value: str | None, flag: str = "--auth") -> tuple[str, str] | None:
@@ -274,13 +297,37 @@ class Settings:
         except ConfigError as e:
             problems += e.problems
             auth = None
+        upload_raw = os.environ.get("PET_MAX_UPLOAD_MB") or "50"
+        max_upload = int(upload_raw) if upload_raw.strip().isdigit() else 0
+        if not 1 <= max_upload <= 10240:
+            problems.append(f"PET_MAX_UPLOAD_MB: must be a whole number of megabytes from 1 to 10240, got {upload_raw!r}")
+            max_upload = 50
+        writes_raw = os.environ.get("PET_ALLOW_WRITES", "").strip().lower()
+        if writes_raw not in TRUE_WORDS + FALSE_WORDS:
+            problems.append(f"PET_ALLOW_WRITES: must be 1 or 0, got {writes_raw!r}")
         if problems:
             raise ConfigError(problems)
         s = cls(home=Path(home), host=os.environ.get("PET_HOST", "127.0.0.1"), port=port, auth=auth,
-                tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS))
+                tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS), max_upload_mb=max_upload,
+                space=bool(os.environ.get("SPACE_ID")), allow_writes=writes_raw in TRUE_WORDS)
         return replace(s, **{k: v for k, v in over.items() if v is not None})
 
     def path(self, *parts: str) -> Path:
         p = self.home.joinpath(*parts)
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    def export_path(self, name: str, keep_s: float = 86400.0) -> Path:
+        """Where a file offered for download goes: PET_HOME/exports/NAME (the one folder the web app may
+        serve files from). Exports older than a day are removed first: they were downloaded or forgotten."""
+        folder = self.path("exports")
+        cutoff = time.time() - keep_s
+        for old in folder.iterdir():
+            try:
+                if old.is_file() and old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                pass  # another export is cleaning up the same file
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise PetError(f"export file name {name!r}: use a plain file name")
+        return folder / name

@@ -48,6 +48,7 @@ class Registry:
         self._guard = threading.Lock()
         self._adhoc_specs: dict[str, TierSpec] = {}
         self._shared: dict[tuple, object] = {}  # one llama.cpp model per (GGUF file, context size)
+        self.generation = 0  # bumped by put(): pages compare it to know when to refresh their tier lists
 
     # -- lookup -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -86,6 +87,7 @@ class Registry:
             old = self._backends.pop(spec.name, None)
             self._states[spec.name] = TierState()
             self._locks.setdefault(spec.name, threading.Lock())
+            self.generation += 1
         if old is not None:
             old.close()
 

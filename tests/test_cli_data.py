@@ -109,7 +109,8 @@ def test_stats_json(home, capsys):
     assert st["domains"] == {"creative": 1, "business": 1, "technical": 1}
     assert st["techniques"] == {"role": 3, "negative_constraints": 1, "output_format": 1, "context": 1}
     tok = st["tokens"]
-    assert tok["exact"] is True and 40 < tok["min"] <= tok["median"] <= tok["p90"] <= tok["max"] < 200
+    # Counted as the trainer sees them: the enhanced tier's system prompt (about 110 tokens) included.
+    assert tok["exact"] is True and 150 < tok["min"] <= tok["median"] <= tok["p90"] <= tok["max"] < 320
     assert sum(b["count"] for b in tok["histogram"]) == 3
 
 
@@ -154,7 +155,8 @@ def test_shipped_stats_show_the_tag_balance(home, capsys):
         assert st["techniques"].get(tech, 0) >= 10, f"technique {tech}: {st['techniques'].get(tech, 0)} examples"
     assert sum(st["domains"].values()) == len(rows)
     assert 0.05 <= st["heldout"] / st["examples"] <= 0.16  # the fixed ~10% held-out split
-    assert st["tokens"]["exact"] and st["tokens"]["max"] < 512 and st["tokens"]["over_cutoff"] == 0
+    # Counted with the tier's system prompt, as the trainer sees them: every example fits the cutoff.
+    assert st["tokens"]["exact"] and st["tokens"]["max"] < st["tokens"]["cutoff"] and st["tokens"]["over_cutoff"] == 0
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="data/pet_examples.jsonl not written yet")
@@ -163,3 +165,24 @@ def test_every_shipped_example_is_under_512_gemma_tokens(engine):
     too_long = [(i, n) for i, e in enumerate(read_jsonl(SHIPPED), 1)
                 if (n := len(tok(tmpl.render(e["messages"], add_generation_prompt=False)))) >= 512]
     assert too_long == []
+
+
+def test_import_good_rows_only_and_chosen_csv_columns(home, capsys, tmp_path):
+    """Issue 8, item 16, from the CLI: --skip-bad imports the good rows and lists the skipped ones;
+    --request-column/--answer-column read a CSV with any header."""
+    rc, _, err = run(capsys, "data", "import", str(FIX / "bad.jsonl"))
+    assert rc == 1 and "1 good row(s) could be imported alone: add --skip-bad" in err
+    rc, out, err = run(capsys, "data", "import", str(FIX / "bad.jsonl"), "--skip-bad")
+    assert rc == 0 and "version 2: imported 1 from bad.jsonl (skipped 6 bad row(s))" in out
+    assert err.count("skipped: row ") == 6
+    odd = tmp_path / "odd.csv"
+    odd.write_text("c1,c2\nwrite a limerick,You are a comic poet. Write a limerick.\n")
+    rc, _, err = run(capsys, "data", "validate", str(odd))
+    assert rc == 1 and "no request column found" in err
+    rc, out, _ = run(capsys, "data", "import", str(odd), "--request-column", "c1", "--answer-column", "c2")
+    assert rc == 0 and "version 3: imported 1 from odd.csv" in out
+    from pet.datastore import DatasetStore
+    from pet.store import Store
+
+    last = DatasetStore(Store(home / "pet.db")).get(3)[-1]
+    assert last["messages"][0]["content"] == "write a limerick"

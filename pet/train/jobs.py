@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -208,7 +209,17 @@ def _toml_value(v) -> str:
 
 
 def save_overlay_tier(overlay: Path, spec) -> None:
-    """Write (or replace) one tier in PET_HOME/tiers.local.toml, atomically, keeping the others."""
+    """Write (or replace) one tier in PET_HOME/tiers.local.toml, atomically, keeping the others.
+
+    Read-modify-write under an exclusive lock: two clicks (or the app and the CLI) saving tiers at the
+    same time would otherwise each write the file they read, and one tier would be lost."""
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    with open(overlay.with_name(overlay.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _save_overlay_tier(overlay, spec)
+
+
+def _save_overlay_tier(overlay: Path, spec) -> None:
     import tomllib
 
     tables = {}
@@ -227,7 +238,7 @@ def save_overlay_tier(overlay: Path, spec) -> None:
             lines.append(f"[tiers.{name}.params]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in t["params"].items()]
         lines.append("")
-    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}")
+    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}.{threading.get_ident()}")
     tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, overlay)
 

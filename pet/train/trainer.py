@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pet import PetError
+from pet.dataset import TRAIN_CUTOFF
 
 IGNORE = -100
 RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter")
@@ -50,7 +51,8 @@ class TrainConfig:
 
     tier: str | None = _f("enhanced", "tier whose model, chat template and system prompt to train on")
     base: str | None = _f(None, "model to train instead of a tier's (a folder, a .gguf file or a hub id)")
-    data: str | None = _f(None, "examples file (.jsonl with {\"messages\": [...]}); default: the shipped examples")
+    data: str | None = _f(None, "examples file (.jsonl with {\"messages\": [...]}); default: the latest saved "
+                                "dataset version (see --version)")
     epochs: float = _f(2.0, "passes over the training split (ignored when max_steps is set)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps")
     lora_r: int = _f(16, "LoRA rank: the adapter's capacity; 8-32 is typical")
@@ -61,8 +63,8 @@ class TrainConfig:
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
     batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
     grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
-    max_seq_len: int = _f(768, "longest tokenised conversation kept, the tier's system prompt included "
-                               "(examples stay under 512 tokens; the prompt adds about 110); longer ones are truncated")
+    max_seq_len: int = _f(TRAIN_CUTOFF, "longest tokenised conversation kept, the tier's system prompt included "
+                                        "(the Data tab warns against the same number); longer ones are truncated")
     seed: int = _f(0, "random seed for LoRA init, shuffling and dropout")
     eval_every: int | None = _f(None, "held-out loss every N steps (default: about 8 times per run)")
     early_stop: int | None = _f(None, "stop when the held-out loss has not improved for N evaluations")

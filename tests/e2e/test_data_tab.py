@@ -3,7 +3,6 @@ and saved, an earlier version is restored, and HTML inside an example never runs
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def test_upload_edit_restore(data_app, page):
     # 1. a bad file: every problem by row, Import stays disabled, nothing is written
     _upload(page, FIX / "bad.jsonl")
     report = page.locator("#data-upload-report")
-    report.get_by_text("cannot import: 6 problem(s)").wait_for()
+    report.get_by_text("cannot import the whole file: 6 problem(s) in 6 row(s)").wait_for()
     text = report.inner_text()
     for needle in ("row 2, messages[1].content: empty answer", "row 3, messages[1].role: unknown role 'bot'",
                    "row 4, messages[2].role: expected 'user'", "row 5, messages: must be a list",
@@ -101,18 +100,16 @@ def test_upload_edit_restore(data_app, page):
     info.get_by_text(f"{shipped + 3} matching").wait_for()
     page.locator('#data-table tr[data-row="1"]').click()
     page.locator("#data-editing").get_by_text("row 1 of version 2").wait_for()
-    box = page.locator("#data-messages textarea")
-    page.wait_for_function("document.querySelector('#data-messages textarea').value.includes('\"role\"')")
-    msgs = json.loads(box.input_value())
-    old_request = msgs[0]["content"] if msgs[0]["role"] == "user" else msgs[1]["content"]
-    bad = [dict(m) for m in msgs]
-    bad[-1]["role"] = "robot"
-    box.fill(json.dumps(bad))
-    page.locator("#data-check").get_by_text("unknown role 'robot'").wait_for()
-    edited = [dict(m) for m in msgs]
-    ui = next(i for i, m in enumerate(edited) if m["role"] == "user")
-    edited[ui]["content"] = "help me plan a team offsite for 12 people"
-    box.fill(json.dumps(edited))
+    req = page.locator("#data-request textarea")
+    ans = page.locator("#data-answer textarea")
+    page.wait_for_function("document.querySelector('#data-answer textarea').value.length > 0")
+    old_request, old_answer = req.input_value(), ans.input_value()
+    ui = 0
+    ans.fill("   ")
+    page.locator("#data-check").get_by_text("answer: empty answer").wait_for()
+    page.wait_for_function("document.querySelector('#data-save').disabled")
+    ans.fill(old_answer)
+    req.fill("help me plan a team offsite for 12 people")
     page.locator("#data-check").get_by_text(re.compile(r"ok: \d+ tokens")).wait_for()
     preview = page.locator("#data-preview").inner_text()
     assert "help me plan a team offsite" in preview
@@ -171,9 +168,8 @@ def test_two_tabs_never_overwrite_each_other(data_app, browser):
         pg.locator("#data-info").get_by_text(f"version {latest} ·").wait_for()
         pg.locator("#data-new").click()
         pg.locator("#data-editing").get_by_text("a new row").wait_for()
-        pg.fill("#data-messages textarea", json.dumps([
-            {"role": "user", "content": "help me write a polite reminder email"},
-            {"role": "assistant", "content": "You are an assistant who writes short, polite reminder emails."}]))
+        pg.fill("#data-request textarea", "help me write a polite reminder email")
+        pg.fill("#data-answer textarea", "You are an assistant who writes short, polite reminder emails.")
         pg.locator("#data-check").get_by_text("ok:").wait_for()
     tabs[0].locator("#data-save").click()
     tabs[0].locator("#data-status").get_by_text(f"Saved as version {latest + 1}").wait_for()
