@@ -205,7 +205,8 @@ def build(engine) -> dict:
         try:
             cfg = make_config(t, values(*vals))
             examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
-            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
+            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples,
+                                threads=engine.settings.threads)
         except jobs.JobRunning as e:
             gr.Warning(str(e))
             return e.run_id

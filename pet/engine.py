@@ -18,6 +18,23 @@ class Engine:
         specs = merge_overlay(load_tiers(self.settings.tiers_path), self.settings.home / OVERLAY_FILE)
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
         self._vocabs: dict[str, tuple] = {}
+        self._jobs_seen = (-1.0, 0)  # (monotonic time, running training jobs): looked up at most once a second
+
+    def training_jobs(self) -> int:
+        """How many training jobs run now (from the run folders, so a job started elsewhere counts too)."""
+        import time
+
+        from pet.train import jobs
+
+        at, n = self._jobs_seen
+        if time.monotonic() - at > 1.0:
+            n = len(jobs.live_ids(self.settings.home))
+            self._jobs_seen = (time.monotonic(), n)
+        return n
+
+    def serve_threads(self) -> int:
+        """Threads a model gets for the next request: every core, or the serving share while a job trains."""
+        return self.settings.threads.serving(self.training_jobs())
 
     @cached_property
     def store(self) -> Store:
@@ -36,6 +53,7 @@ class Engine:
         params = params or spec.params
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
         backend = self.tiers.backend(tier)
+        backend.set_threads(self.serve_threads())
         stream = backend.stream(msgs, params)
         yield from decoding.guard_loops(stream) if params.loop_guard else stream
 

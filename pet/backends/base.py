@@ -102,6 +102,10 @@ class Backend(ABC):
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         """Yield chunks of the answer to `messages` (system message first if any)."""
 
+    def set_threads(self, n: int) -> None:
+        """Use n CPU threads from the next request on (the CPU is shared with training jobs).
+        Backends that compute elsewhere (a server) ignore it."""
+
     def describe(self) -> dict:
         return {}
 

@@ -51,6 +51,15 @@ class HFBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def set_threads(self, n: int) -> None:
+        if self.model is None:
+            return  # torch may not even be imported yet; the next request sets it
+        import torch
+
+        with self._lock:  # torch's thread count is process-wide: change it between generations only
+            if torch.get_num_threads() != max(1, int(n)):
+                torch.set_num_threads(max(1, int(n)))
+
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
         import torch

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pet import templates
 from pet.backends.base import Backend, BackendError, Chunk, Clock
-from pet.config import GenParams
+from pet.config import GenParams, ThreadBudget
 
 
 @contextmanager
@@ -56,9 +56,10 @@ class LlamaCppBackend(Backend):
         self.n_ctx = n_ctx
         self.lora_path = lora_path
         self.template_override = template_override
-        # PET_SERVE_THREADS caps serving threads: llama.cpp's threads spin while they wait for each
-        # other, so on a CPU shared with a training job fewer threads decode faster, not slower.
-        self.n_threads = n_threads or int(os.environ.get("PET_SERVE_THREADS") or 0) or max(1, os.cpu_count() or 1)
+        # llama.cpp's threads spin while they wait for each other, so on a CPU shared with a training job
+        # fewer threads decode faster, not slower: the engine sets the count per request (set_threads)
+        # from the thread budget (PET_THREADS, PET_SERVE_THREADS).
+        self.n_threads = n_threads or ThreadBudget.from_env().cores
         self.llm = None
         self.template: templates.ChatTemplate | None = None
         self._lock = threading.Lock()  # a llama.cpp context serves one request at a time
@@ -70,14 +71,27 @@ class LlamaCppBackend(Backend):
         kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
         try:
             with native_quiet():
+                # n_threads_batch too: left unset, llama-cpp-python gives prompt processing every core.
                 self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                 verbose=False, **kw)
+                                 n_threads_batch=self.n_threads, verbose=False, **kw)
         except (ValueError, RuntimeError) as e:
             raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
         md = self.llm.metadata
         self.template = templates.choose(
             self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
             bos_token=self._token_text(self.llm.token_bos()), eos_token=self._token_text(self.llm.token_eos()))
+
+    def set_threads(self, n: int) -> None:
+        n = max(1, int(n))
+        if n == self.n_threads:
+            return
+        with self._lock:  # never under a running generation
+            self.n_threads = n
+            if self.llm is not None:
+                from llama_cpp import llama_set_n_threads
+
+                llama_set_n_threads(self.llm.ctx, n, n)
+                self.llm.n_threads = self.llm.n_threads_batch = n
 
     def _token_text(self, tid: int) -> str:
         if tid < 0:

@@ -18,7 +18,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.config import REPO_ROOT
+from pet.config import REPO_ROOT, ThreadBudget
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
 LIVE = ("starting", "running")
@@ -27,10 +27,12 @@ _children: dict[int, subprocess.Popen] = {}  # reaped on every look, so a finish
 
 
 class JobRunning(PetError):
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, limit: int = 1):
         self.run_id = run_id
-        super().__init__(f"training job {run_id} is still running: one job at a time. "
-                         "Wait for it to finish or cancel it first.")
+        at_a_time = "one job at a time" if limit == 1 else f"{limit} jobs at a time"
+        super().__init__(f"training job {run_id} is still running: {at_a_time} (PET_MAX_JOBS={limit}). "
+                         "Wait for it to finish or cancel it first, or raise PET_MAX_JOBS if the machine "
+                         "has the cores and memory for more.")
 
 
 def runs_dir(home: Path) -> Path:
@@ -117,13 +119,32 @@ def list_runs(home: Path) -> list[dict]:
     return [info(d) for d in sorted(dirs, key=lambda d: d.name, reverse=True)]
 
 
-def active(home: Path) -> dict | None:
-    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+def live_ids(home: Path) -> list[str]:
+    """Ids of the running jobs, newest first (reads only their status files: cheap enough per request)."""
+    out = []
     for d in sorted(runs_dir(home).iterdir(), reverse=True):
         st = _read_json(d / "status.json")
         if st.get("state") in LIVE and _alive(st.get("pid")):
-            return info(d)
-    return None
+            out.append(d.name)
+    return out
+
+
+def active(home: Path) -> dict | None:
+    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+    ids = live_ids(home)
+    return info(runs_dir(home) / ids[0]) if ids else None
+
+
+def child_env(home: Path, train_threads: int, tiers_path: Path | None = None) -> dict:
+    """The training child's environment: its share of the CPU for torch and every BLAS/OpenMP pool,
+    so it and the app's models together use the machine's cores, not twice as many."""
+    n = str(max(1, int(train_threads)))
+    env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1", PET_TRAIN_THREADS=n,
+               OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMEXPR_NUM_THREADS=n,
+               VECLIB_MAXIMUM_THREADS=n)
+    if tiers_path:
+        env["PET_TIERS"] = str(tiers_path)
+    return env
 
 
 def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
@@ -145,15 +166,18 @@ def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
     return cmd
 
 
-def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None) -> str:
-    """Start a job in the background; return its run id. A second start while one runs is refused."""
+def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None,
+          threads: ThreadBudget | None = None) -> str:
+    """Start a job in the background; return its run id. Past `threads.max_jobs` running jobs
+    (PET_MAX_JOBS, default 1) a start is refused. The child gets `threads.train` threads."""
     cfg.check()
+    threads = threads or ThreadBudget.from_env()
     runs = runs_dir(home)
     with open(runs / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two tabs pressing Start together still get one job
-        cur = active(home)
-        if cur:
-            raise JobRunning(cur["id"])
+        live = live_ids(home)
+        if len(live) >= threads.max_jobs:
+            raise JobRunning(live[0], threads.max_jobs)
         run_id = new_run_id()
         run_dir = runs / run_id
         run_dir.mkdir()
@@ -164,9 +188,7 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
                     f.write(json.dumps(e, ensure_ascii=False) + "\n")
             cfg = TrainConfig(**{**asdict(cfg), "data": str(data)})
         cmd = command(cfg, run_dir)
-        env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1")
-        if tiers_path:
-            env["PET_TIERS"] = str(tiers_path)
+        env = child_env(home, threads.train, tiers_path)
         # stderr (warnings, a native crash) goes to the same train.log the child writes its lines to.
         err = open(run_dir / "train.log", "ab")
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -412,6 +412,11 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) ->
         import torch
         from accelerate import Accelerator
 
+        if os.environ.get("PET_TRAIN_THREADS"):  # the job's share of the CPU (pet/train/jobs.py child_env)
+            from pet.config import ThreadBudget
+
+            torch.set_num_threads(ThreadBudget.from_env().train)
+            log.info("using %d CPU threads (PET_TRAIN_THREADS)", torch.get_num_threads())
         device = pick_device(cfg.device)
         acc = Accelerator(cpu=device == "cpu")
         summary = _train(cfg, run, acc, device, torch)
