@@ -821,6 +821,10 @@ def write_atomic(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, p)
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder: say so, leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise PetError(f"could not write {p}: {e.strerror or e}; nothing was written (an earlier file of that "
+                       "name is unchanged): free some space or choose another folder") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

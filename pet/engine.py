@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import cached_property
 
 from pet import PetError, decoding, templates
-from pet.backends.base import Answer, Chunk, collect
+from pet.backends.base import Answer, BackendError, Chunk, collect
 from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
 from pet.tiers import Registry
@@ -55,7 +55,12 @@ class Engine:
         backend = self.tiers.backend(tier)
         backend.set_threads(self.serve_threads())
         stream = backend.stream(msgs, params)
-        yield from decoding.guard_loops(stream) if params.loop_guard else stream
+        try:
+            yield from decoding.guard_loops(stream) if params.loop_guard else stream
+        except BackendError as e:
+            if getattr(backend, "remote", False):  # a server that failed mid-answer: show the tier unavailable
+                self.tiers.mark_failed(tier, str(e))
+            raise
 
     def template_for(self, tier: str) -> templates.ChatTemplate:
         """The chat template a tier is served (and trained) with, without loading its weights."""

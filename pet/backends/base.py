@@ -94,6 +94,7 @@ class Backend(ABC):
     """One loaded model. `stream` must be safe to call from several threads (serialise inside)."""
 
     name: str = "backend"
+    remote: bool = False  # served by another process (Ollama, an OpenAI-compatible server) that can go away
 
     @abstractmethod
     def load(self) -> None: ...

@@ -75,7 +75,8 @@ class LlamaCppBackend(Backend):
                 self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                  n_threads_batch=self.n_threads, verbose=False, **kw)
         except (ValueError, RuntimeError) as e:
-            raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+            raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}. A truncated or corrupt "
+                               "download fails this way: check the file (or reinstall its package) and try again")
         md = self.llm.metadata
         self.template = templates.choose(
             self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
