@@ -584,6 +584,11 @@ def _decode(data: bytes, res: ParseResult) -> str | None:
         res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
         return None
     head = data[:8192]
+    # UTF-16 without a byte-order mark: ASCII text with a zero byte after (LE) or before (BE) every character.
+    if len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 > head[0::2].count(0)
+                           or head[0::2].count(0) > len(head) // 4 > head[1::2].count(0)):
+        res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
+        return None
     if head.startswith(BINARY_MAGIC) or head.count(b"\x00") > max(1, len(head) // 100):
         res.errors.append(Problem(None, "file", "binary file (not text): upload a .jsonl, .json, .csv or .txt file"))
         return None

@@ -22,11 +22,14 @@ from pathlib import Path
 import pytest
 
 from pet.backends.base import BackendError, collect
-from pet.config import GenParams, Settings
+from pet.config import GenParams, Settings, ThreadBudget
 from pet.engine import Engine
 from pet.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
+# One llama.cpp thread: its threads spin while they wait, so on a busy shared CI machine two can be
+# far slower than one. The thread budget itself is tested in tests/test_threads.py.
+ONE_THREAD = ThreadBudget(cores=1, serve=1, train=1)
 
 
 def ex(text: str) -> dict:
@@ -149,7 +152,7 @@ model = "{tmp_path / 'gone.gguf'}"
 backend = "llamacpp"
 model = "{corrupt}"
 """)
-    eng = Engine(Settings(home=tmp_path / "home", tiers_path=tiers))
+    eng = Engine(Settings(home=tmp_path / "home", tiers_path=tiers, threads=ONE_THREAD))
     msgs = [{"role": "user", "content": "write a poem"}]
     gone = eng.tiers.status("missing")
     assert not gone["available"] and gone["state"] == "unavailable" and "gone.gguf' not found" in gone["reason"]
@@ -285,7 +288,7 @@ backend = "ollama"
 model = "m"
 host = "http://127.0.0.1:{port}"
 """)
-        eng = Engine(Settings(home=tmp_path / "home", tiers_path=tiers))
+        eng = Engine(Settings(home=tmp_path / "home", tiers_path=tiers, threads=ONE_THREAD))
         assert eng.tiers.status("power")["available"]
         stream = eng.stream("power", [{"role": "user", "content": "write a poem"}], GenParams(seed=1))
         assert next(stream).text == "You are "

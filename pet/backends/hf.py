@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 from pet import templates
-from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context
 from pet.config import GenParams
 
 
@@ -65,6 +66,11 @@ class HFBackend(Backend):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        def count(ms: list[dict]) -> int:
+            return len(self.tokenize(self.template.render(ms, add_generation_prompt=True)))
+
+        limit = params.n_ctx - min(params.max_new_tokens, params.n_ctx // 4)
+        messages, notice = fit_context(messages, count, limit)
         ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
         cancel = threading.Event()
 
@@ -110,14 +116,14 @@ class HFBackend(Backend):
             try:
                 for text in streamer:
                     if text:
-                        yield clock.chunk(text, streamer.generated - clock.tokens)
+                        yield replace(clock.chunk(text, streamer.generated - clock.tokens), notice=notice)
                 worker.join()
                 if "error" in out:
                     raise BackendError(f"generation failed: {out['error']}")
                 n = int(out["seq"].shape[1] - ids.shape[1])
                 clock.tokens = n
                 reason = "length" if n >= params.max_new_tokens else "stop"
-                yield clock.last(reason)
+                yield replace(clock.last(reason), notice=notice)
             finally:
                 cancel.set()
                 worker.join()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pet import templates
-from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context, with_notice
 from pet.config import GenParams, ThreadBudget
 
 
@@ -107,11 +107,15 @@ class LlamaCppBackend(Backend):
 
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
+        # A conversation longer than the context is trimmed (oldest turns first) with a notice, keeping
+        # room for an answer of max_new_tokens, up to a quarter of the context.
+        limit = self.n_ctx - min(params.max_new_tokens, self.n_ctx // 4)
+        messages, notice = fit_context(messages, lambda ms: len(self.prompt_tokens(ms)), limit)
         prompt = self.prompt_tokens(messages)
         room = self.n_ctx - len(prompt)
-        if room < 8:
-            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {self.n_ctx}: "
-                               "clear the chat or raise n_ctx in the tier's params")
+        yield from with_notice(self._generate(prompt, room, params), notice)
+
+    def _generate(self, prompt: list[int], room: int, params: GenParams) -> Iterator[Chunk]:
         kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
                   top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
                   stop=list(self.template.stop), stream=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,18 @@ def runs_dir(home: Path) -> Path:
     p = Path(home) / "runs"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def run_path(home: Path, run_id: str) -> Path:
+    """The folder of run `run_id`, refusing ids that would point elsewhere (`../x`, `/etc`, `a/b`)."""
+    rid = str(run_id or "").strip()
+    if not _RUN_ID.fullmatch(rid) or ".." in rid:
+        raise PetError(f"run id {rid[:120]!r} is not a run id: use the id shown in the run history "
+                       "(letters, digits, '-', '_' and '.', e.g. 20250101-120000-ab12)")
+    return runs_dir(home) / rid
 
 
 def _alive(pid: int | None) -> bool:
@@ -203,7 +216,7 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
 
 def cancel(home: Path, run_id: str, wait_s: float = 0.0) -> dict:
     """Ask the trainer to stop (SIGTERM): it saves the adapter it has and marks the run cancelled."""
-    run_dir = runs_dir(home) / run_id
+    run_dir = run_path(home, run_id)
     if not run_dir.is_dir():
         raise PetError(f"no training run {run_id!r} in {runs_dir(home)}")
     cur = info(run_dir)
@@ -266,7 +279,7 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
     from pet.adapters import base_identity, check_base, read_adapter
     from pet.config import OVERLAY_FILE
 
-    run = info(runs_dir(engine.settings.home) / run_id)
+    run = info(run_path(engine.settings.home, run_id))
     if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
         raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
     adapter = read_adapter(run["adapter"])
