@@ -6,6 +6,7 @@ and turn PetError into gr.Error/gr.Warning. Per-session state lives in gr.State 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -26,7 +27,8 @@ CSS_PATH = Path(__file__).resolve().parent.parent / "assets" / "pet.css"
 
 
 def build_app(engine: Engine) -> gr.Blocks:
-    with gr.Blocks(title="PET Studio") as demo:
+    # delete_cache: every hour, uploads and downloads older than a day are removed.
+    with gr.Blocks(title="PET Studio", delete_cache=(3600, 86400)) as demo:
         gr.Markdown("# PET Studio\nTurn a rough request into a well-built prompt: role, task, context, "
                     "constraints, reasoning steps, examples and output format, like blocks that fit together.",
                     elem_id="pet-header")
@@ -42,11 +44,24 @@ def build_app(engine: Engine) -> gr.Blocks:
 
 def launch(settings: Settings | None = None, block: bool = True, **kw):
     settings = settings or Settings.from_env()
+    # Uploads (and files offered for download) live under PET_HOME, not a shared /tmp: Gradio stores each
+    # in a folder with a generated name and strips any path from the file name it was sent with.
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.path("uploads"))
     engine = Engine(settings)
     demo = build_app(engine)
     # Each model serves one request at a time (its lock); queueing, not threads, gives concurrency.
     demo.queue(default_concurrency_limit=4)
     css = CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None
+    if settings.auth:  # every route behind the login, not only those Gradio guards (pages/security.py)
+        from starlette.middleware import Middleware
+
+        from pages.security import LoginRequired
+
+        app_kwargs = kw.setdefault("app_kwargs", {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(LoginRequired, auth=settings.auth)]
+    from pet.dataset import MAX_FILE_BYTES
+
+    kw.setdefault("max_file_size", MAX_FILE_BYTES)  # a bigger upload is refused before it reaches the disk
     return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
                        css=css, theme=gr.themes.Soft(), prevent_thread_lock=not block, show_error=False,
                        footer_links=["api", "gradio"], **kw)
