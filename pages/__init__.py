@@ -110,6 +110,13 @@ def launch(settings: Settings | None = None, block: bool = True, engine: Engine 
     demo.queue(default_concurrency_limit=4)
     css = CSS_PATH.read_text(encoding="utf-8") if CSS_PATH.exists() else None
     # Downloads are written to PET_HOME/exports, the one folder of PET_HOME that may be served (not pet.db).
+    if settings.auth:  # every route behind the login, not only those Gradio guards (pages/security.py)
+        from starlette.middleware import Middleware
+
+        from pages.security import LoginRequired
+
+        app_kwargs = kw.setdefault("app_kwargs", {})
+        app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), Middleware(LoginRequired, auth=settings.auth)]
     return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
                        css=css, theme=gr.themes.Soft(), prevent_thread_lock=not block, show_error=False,
                        footer_links=["api", "gradio"], allowed_paths=[str(settings.path("exports"))],

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from pages import Live
 from pet import PetError, arena, compare
+from pet.display import literal_html
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
 VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad",
@@ -31,7 +32,7 @@ def _buttons(enabled: bool) -> list:
 def _column(text: str, error: str, done: bool) -> str:
     if error:
         return f"⚠️ **This model could not answer:** {html.escape(error)}"
-    return text or ("…" if not done else "*(empty answer)*")
+    return literal_html(text) or ("…" if not done else "*(empty answer)*")
 
 
 def reveal_text(b: dict) -> str:

@@ -9,6 +9,7 @@ import gradio as gr
 from pages import Live
 from pet import PetError
 from pet.backends.base import Stats
+from pet.display import literal_html
 
 log = logging.getLogger("pet.chat")
 
@@ -42,9 +43,10 @@ def _display(history: list[dict], stats: list[str | None]) -> list[dict]:
         if m["role"] == "assistant":
             line = stats[k] if k < len(stats) else None
             k += 1
-            out.append({"role": "assistant", "content": m["content"] + (f"\n\n<sub>{line}</sub>" if line else "")})
+            out.append({"role": "assistant",
+                        "content": literal_html(m["content"]) + (f"\n\n<sub>{line}</sub>" if line else "")})
         else:
-            out.append({"role": m["role"], "content": m["content"]})
+            out.append({"role": m["role"], "content": literal_html(m["content"])})
     return out
 
 
@@ -104,8 +106,12 @@ def build(engine) -> dict:
         asked = hist + [{"role": "user", "content": message}]
         answer, chunk = "", None
         yield _display(asked, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
+        noticed = False
         try:
             for chunk in engine.stream(tier_name, asked, params, system=sys_prompt):
+                if chunk.notice and not noticed:  # e.g. the conversation was trimmed to fit the context
+                    gr.Warning(chunk.notice)
+                    noticed = True
                 answer += chunk.text
                 partial = asked + [{"role": "assistant", "content": answer}]
                 yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"  # Stop keeps what came

@@ -13,6 +13,7 @@ import gradio as gr
 
 from pages import Live
 from pet import PetError, compare
+from pet.display import literal_html
 
 SLOTS = 8  # the most tiers one comparison shows side by side
 
@@ -27,7 +28,7 @@ def stats_line(col: dict) -> str:
 def answer_text(col: dict) -> str:
     if col.get("error"):
         return f"⚠️ **{col['tier']} could not answer:** {col['error']}"
-    return col.get("text") or ("…" if not col.get("done") else "*(empty answer)*")
+    return literal_html(col.get("text") or "") or ("…" if not col.get("done") else "*(empty answer)*")
 
 
 def saved_choices(store) -> list[tuple[str, str]]:

@@ -59,10 +59,16 @@ def load_examples(engine, version: str) -> list[dict]:
 
 def make_config(tier, values: dict) -> TrainConfig:
     kw = {k: v for k, v in values.items() if v is not None}
-    kw["max_steps"] = int(kw["max_steps"]) if kw.get("max_steps") else None
-    for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "seed"):
-        if k in kw:
-            kw[k] = int(kw[k])
+    bad = []
+    for k in ("max_steps", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "seed"):
+        if kw.get(k) is not None:
+            try:
+                kw[k] = int(kw[k])
+            except (ValueError, OverflowError):  # inf or nan typed into a number box
+                bad.append(f"{k}: must be a whole number, got {kw[k]!r}")
+    if bad:
+        raise PetError("bad training settings:\n" + "\n".join(f"  - {x}" for x in bad))
+    kw["max_steps"] = kw.get("max_steps") or None
     return TrainConfig(tier=tier, **kw).check()
 
 
@@ -218,7 +224,8 @@ def build(engine) -> dict:
             engine.settings.check_writable("start training")
             cfg = make_config(t, values(*vals))
             examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
-            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
+            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples,
+                                threads=engine.settings.threads)
         except jobs.JobRunning as e:
             gr.Warning(str(e))
             return e.run_id

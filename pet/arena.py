@@ -190,22 +190,26 @@ def _allow_unparsed(store) -> None:
 def save_battle(store, battle: dict) -> str:
     """Insert a finished battle (both answers complete) once; returns its id."""
     _ensure(store)
+    with store.transaction() as c:
+        _insert_battle(c, battle)
+    return battle["id"]
+
+
+def _insert_battle(c, battle: dict) -> None:
     need = ("id", "tier_a", "tier_b", "prompt", "answer_a", "answer_b")
     missing = [k for k in need if not battle.get(k) and battle.get(k) != ""]
     if missing:
         raise PetError(f"battle is missing {', '.join(missing)}")
-    with store.transaction() as c:
-        c.execute(
-            "INSERT OR IGNORE INTO arena_battles (id, created, tier_a, tier_b, prompt, system, params, seed,"
-            " answer_a, answer_b, ident_a, ident_b, stats_a, stats_b, session)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (battle["id"], battle.get("created") or time.time(), battle["tier_a"], battle["tier_b"],
-             battle["prompt"], battle.get("system"), json.dumps(battle.get("params") or {}),
-             battle.get("seed"), battle["answer_a"], battle["answer_b"],
-             json.dumps(battle.get("ident_a") or {}), json.dumps(battle.get("ident_b") or {}),
-             json.dumps(battle.get("stats_a") or {}), json.dumps(battle.get("stats_b") or {}),
-             battle.get("session")))
-    return battle["id"]
+    c.execute(
+        "INSERT OR IGNORE INTO arena_battles (id, created, tier_a, tier_b, prompt, system, params, seed,"
+        " answer_a, answer_b, ident_a, ident_b, stats_a, stats_b, session)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (battle["id"], battle.get("created") or time.time(), battle["tier_a"], battle["tier_b"],
+         battle["prompt"], battle.get("system"), json.dumps(battle.get("params") or {}),
+         battle.get("seed"), battle["answer_a"], battle["answer_b"],
+         json.dumps(battle.get("ident_a") or {}), json.dumps(battle.get("ident_b") or {}),
+         json.dumps(battle.get("stats_a") or {}), json.dumps(battle.get("stats_b") or {}),
+         battle.get("session")))
 
 
 def record_vote(store, battle: dict, winner: str, session: str | None = None, voter: str = "human",
@@ -218,8 +222,9 @@ def record_vote(store, battle: dict, winner: str, session: str | None = None, vo
         raise PetError(f"winner must be one of {', '.join(WINNERS)}, got {winner!r}")
     if voter not in ("human", "judge") or (voter == "judge") != bool(judge):
         raise PetError("a judge vote names its judge tier; a human vote names none")
-    save_battle(store, battle)
-    with store.transaction() as c:
+    _ensure(store)
+    with store.transaction() as c:  # the battle and its vote in one transaction: a kill leaves both or neither
+        _insert_battle(c, battle)
         c.execute("INSERT INTO arena_votes (battle_id, winner, voter, judge, session, created, note)"
                   " VALUES (?,?,?,?,?,?,?) ON CONFLICT (battle_id, voter, judge) DO UPDATE SET"
                   " winner = excluded.winner, session = excluded.session, created = excluded.created,"

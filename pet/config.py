@@ -250,6 +250,68 @@ class ReadOnly(PetError):
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
+def available_cores() -> int:
+    """CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How the CPU is shared between serving (the app's models) and a background training job.
+
+    Two processes that each start one thread per core oversubscribe the CPU, and llama.cpp's threads
+    spin while they wait for each other: measured on 2 cores, chat fell from 107 to 24 tokens/s and
+    training slowed by 45%. So while a training job runs, serving uses `serve` threads and the job
+    `train`, which by default add up to `cores`; with no job running, serving uses every core.
+    """
+
+    cores: int
+    serve: int
+    train: int
+    max_jobs: int = 1  # training jobs at a time; each gets `train` threads
+
+    def problems(self) -> list[str]:
+        out = []
+        for name, env, value in (("cores", "PET_THREADS", self.cores), ("serve", "PET_SERVE_THREADS", self.serve),
+                                 ("train", "PET_TRAIN_THREADS", self.train)):
+            if not 1 <= value <= 1024:
+                out.append(f"{env}: must be between 1 and 1024 threads, got {value}")
+        if not 1 <= self.max_jobs <= 16:
+            out.append(f"PET_MAX_JOBS: must be between 1 and 16 training jobs, got {self.max_jobs}")
+        return out
+
+    def serving(self, training_jobs: int) -> int:
+        """Threads a model should use for the next request, given how many training jobs run now."""
+        return self.serve if training_jobs else self.cores
+
+    @classmethod
+    def from_env(cls, env=None) -> ThreadBudget:
+        env = os.environ if env is None else env
+        problems = []
+
+        def number(name: str, default: int) -> int:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                problems.append(f"{name}: must be a whole number, got {raw!r}")
+                return default
+
+        cores = number("PET_THREADS", available_cores())
+        serve = number("PET_SERVE_THREADS", max(1, cores // 2))
+        train = number("PET_TRAIN_THREADS", max(1, cores - serve))
+        budget = cls(cores=cores, serve=serve, train=train, max_jobs=number("PET_MAX_JOBS", 1))
+        problems += budget.problems()
+        if problems:
+            raise ConfigError(problems)
+        return budget
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -260,6 +322,7 @@ class Settings:
     max_upload_mb: int = 50  # PET_MAX_UPLOAD_MB: a bigger upload is refused while it arrives, before it is on disk
     space: bool = False  # on a Hugging Face Space (SPACE_ID is set): public, bound to all interfaces
     allow_writes: bool = False  # PET_ALLOW_WRITES: a Space owner's opt-in to edits without a login
+    threads: ThreadBudget = field(default_factory=lambda: ThreadBudget.from_env())
 
     @property
     def read_only(self) -> bool:
@@ -305,11 +368,16 @@ class Settings:
         writes_raw = os.environ.get("PET_ALLOW_WRITES", "").strip().lower()
         if writes_raw not in TRUE_WORDS + FALSE_WORDS:
             problems.append(f"PET_ALLOW_WRITES: must be 1 or 0, got {writes_raw!r}")
+        try:
+            threads = ThreadBudget.from_env()
+        except ConfigError as e:
+            problems += e.problems
+            threads = None
         if problems:
             raise ConfigError(problems)
         s = cls(home=Path(home), host=os.environ.get("PET_HOST", "127.0.0.1"), port=port, auth=auth,
                 tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS), max_upload_mb=max_upload,
-                space=bool(os.environ.get("SPACE_ID")), allow_writes=writes_raw in TRUE_WORDS)
+                space=bool(os.environ.get("SPACE_ID")), allow_writes=writes_raw in TRUE_WORDS, threads=threads)
         return replace(s, **{k: v for k, v in over.items() if v is not None})
 
     def path(self, *parts: str) -> Path:

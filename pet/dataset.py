@@ -672,6 +672,11 @@ def _decode(data: bytes, res: ParseResult) -> str | None:
         res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
         return None
     head = data[:8192]
+    # UTF-16 without a byte-order mark: ASCII text with a zero byte after (LE) or before (BE) every character.
+    if len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 > head[0::2].count(0)
+                           or head[0::2].count(0) > len(head) // 4 > head[1::2].count(0)):
+        res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
+        return None
     if head.startswith(BINARY_MAGIC) or head.count(b"\x00") > max(1, len(head) // 100):
         res.errors.append(Problem(None, "file", "binary file (not text): upload a .jsonl, .json, .csv or .txt file"))
         return None
@@ -924,6 +929,10 @@ def write_atomic(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, p)
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder: say so, leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise PetError(f"could not write {p}: {e.strerror or e}; nothing was written (an earlier file of that "
+                       "name is unchanged): free some space or choose another folder") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

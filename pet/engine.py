@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from functools import cached_property
 
 from pet import PetError, decoding, templates
-from pet.backends.base import Answer, Chunk, collect
+from pet.backends.base import Answer, BackendError, Chunk, collect
 from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
 from pet.tiers import Registry
@@ -19,6 +19,23 @@ class Engine:
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
         self._vocabs: dict[str, tuple] = {}
         self._fewshot: tuple | None = None  # (dataset version, FewShotIndex)
+        self._jobs_seen = (-1.0, 0)  # (monotonic time, running training jobs): looked up at most once a second
+
+    def training_jobs(self) -> int:
+        """How many training jobs run now (from the run folders, so a job started elsewhere counts too)."""
+        import time
+
+        from pet.train import jobs
+
+        at, n = self._jobs_seen
+        if time.monotonic() - at > 1.0:
+            n = len(jobs.live_ids(self.settings.home))
+            self._jobs_seen = (time.monotonic(), n)
+        return n
+
+    def serve_threads(self) -> int:
+        """Threads a model gets for the next request: every core, or the serving share while a job trains."""
+        return self.settings.threads.serving(self.training_jobs())
 
     @cached_property
     def store(self) -> Store:
@@ -45,18 +62,24 @@ class Engine:
             return
         if params.fewshot:
             msgs = self.with_fewshot(msgs, params)
+        backend.set_threads(self.serve_threads())
 
         def one(p: GenParams) -> Iterator[Chunk]:
             stream = backend.stream(msgs, p)
             return decoding.guard_loops(stream) if p.loop_guard else stream
 
-        if params.best_of > 1:
-            # Greedy decoding would give N identical candidates: sample, with a seed per candidate.
-            temp, seed = params.temperature or 0.7, params.seed or 0
-            yield from decoding.best_of(lambda i: one(params.with_overrides(temperature=temp, seed=seed + i)),
-                                        params.best_of, templates.last_user(msgs))
-        else:
-            yield from one(params)
+        try:
+            if params.best_of > 1:
+                # Greedy decoding would give N identical candidates: sample, with a seed per candidate.
+                temp, seed = params.temperature or 0.7, params.seed or 0
+                yield from decoding.best_of(lambda i: one(params.with_overrides(temperature=temp, seed=seed + i)),
+                                            params.best_of, templates.last_user(msgs))
+            else:
+                yield from one(params)
+        except BackendError as e:
+            if getattr(backend, "remote", False):  # a server that failed mid-answer: show the tier unavailable
+                self.tiers.mark_failed(tier, str(e))
+            raise
 
     def with_fewshot(self, messages: list[dict], params: GenParams) -> list[dict]:
         """The conversation with the `params.fewshot` curated examples nearest its last request put

@@ -129,6 +129,8 @@ class Registry:
         else:
             ok, why = st.state != "unavailable", st.reason
         state = st.state if ok or st.state in ("ready", "loading") else "unavailable"
+        if ok and state == "unavailable":
+            state = "idle"  # what failed before (a server that was down) answers again: it loads on next use
         model_path = None
         if spec.backend not in REMOTE_BACKENDS and ok:
             p = Path(spec.model).expanduser()
@@ -143,6 +145,16 @@ class Registry:
                 "adapter": spec.adapter, "description": spec.description, "available": ok,
                 "reason": why or st.reason if not ok else "", "state": state,
                 "loaded_s": st.loaded_s}
+
+    def mark_failed(self, name: str, reason: str) -> None:
+        """A loaded tier that failed mid-answer (its server died, say): drop it and show it unavailable.
+        The next request loads it afresh, so a server that comes back is used again."""
+        with self._guard:
+            old = self._backends.pop(name, None)
+            self._states[name] = TierState("unavailable", reason)
+            self._probe_cache.pop(name, None)
+        if old is not None:
+            old.close()
 
     def loaded(self, name: str) -> Backend | None:
         return self._backends.get(name)

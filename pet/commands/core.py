@@ -66,6 +66,8 @@ def cmd_chat(args) -> int:
     params = _params(eng, args)
     last = None
     for chunk in eng.stream(args.tier, [{"role": "user", "content": args.prompt}], params, system=args.system):
+        if chunk.notice and last is None:
+            print(f"note: {chunk.notice}", file=sys.stderr)
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         last = chunk

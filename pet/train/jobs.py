@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.config import REPO_ROOT
+from pet.config import REPO_ROOT, ThreadBudget
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
 LIVE = ("starting", "running")
@@ -28,16 +29,30 @@ _children: dict[int, subprocess.Popen] = {}  # reaped on every look, so a finish
 
 
 class JobRunning(PetError):
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, limit: int = 1):
         self.run_id = run_id
-        super().__init__(f"training job {run_id} is still running: one job at a time. "
-                         "Wait for it to finish or cancel it first.")
+        at_a_time = "one job at a time" if limit == 1 else f"{limit} jobs at a time"
+        super().__init__(f"training job {run_id} is still running: {at_a_time} (PET_MAX_JOBS={limit}). "
+                         "Wait for it to finish or cancel it first, or raise PET_MAX_JOBS if the machine "
+                         "has the cores and memory for more.")
 
 
 def runs_dir(home: Path) -> Path:
     p = Path(home) / "runs"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def run_path(home: Path, run_id: str) -> Path:
+    """The folder of run `run_id`, refusing ids that would point elsewhere (`../x`, `/etc`, `a/b`)."""
+    rid = str(run_id or "").strip()
+    if not _RUN_ID.fullmatch(rid) or ".." in rid:
+        raise PetError(f"run id {rid[:120]!r} is not a run id: use the id shown in the run history "
+                       "(letters, digits, '-', '_' and '.', e.g. 20250101-120000-ab12)")
+    return runs_dir(home) / rid
 
 
 def _alive(pid: int | None) -> bool:
@@ -118,13 +133,32 @@ def list_runs(home: Path) -> list[dict]:
     return [info(d) for d in sorted(dirs, key=lambda d: d.name, reverse=True)]
 
 
-def active(home: Path) -> dict | None:
-    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+def live_ids(home: Path) -> list[str]:
+    """Ids of the running jobs, newest first (reads only their status files: cheap enough per request)."""
+    out = []
     for d in sorted(runs_dir(home).iterdir(), reverse=True):
         st = _read_json(d / "status.json")
         if st.get("state") in LIVE and _alive(st.get("pid")):
-            return info(d)
-    return None
+            out.append(d.name)
+    return out
+
+
+def active(home: Path) -> dict | None:
+    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+    ids = live_ids(home)
+    return info(runs_dir(home) / ids[0]) if ids else None
+
+
+def child_env(home: Path, train_threads: int, tiers_path: Path | None = None) -> dict:
+    """The training child's environment: its share of the CPU for torch and every BLAS/OpenMP pool,
+    so it and the app's models together use the machine's cores, not twice as many."""
+    n = str(max(1, int(train_threads)))
+    env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1", PET_TRAIN_THREADS=n,
+               OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMEXPR_NUM_THREADS=n,
+               VECLIB_MAXIMUM_THREADS=n)
+    if tiers_path:
+        env["PET_TIERS"] = str(tiers_path)
+    return env
 
 
 def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
@@ -146,15 +180,18 @@ def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
     return cmd
 
 
-def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None) -> str:
-    """Start a job in the background; return its run id. A second start while one runs is refused."""
+def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None,
+          threads: ThreadBudget | None = None) -> str:
+    """Start a job in the background; return its run id. Past `threads.max_jobs` running jobs
+    (PET_MAX_JOBS, default 1) a start is refused. The child gets `threads.train` threads."""
     cfg.check()
+    threads = threads or ThreadBudget.from_env()
     runs = runs_dir(home)
     with open(runs / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two tabs pressing Start together still get one job
-        cur = active(home)
-        if cur:
-            raise JobRunning(cur["id"])
+        live = live_ids(home)
+        if len(live) >= threads.max_jobs:
+            raise JobRunning(live[0], threads.max_jobs)
         run_id = new_run_id()
         run_dir = runs / run_id
         run_dir.mkdir()
@@ -165,9 +202,7 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
                     f.write(json.dumps(e, ensure_ascii=False) + "\n")
             cfg = TrainConfig(**{**asdict(cfg), "data": str(data)})
         cmd = command(cfg, run_dir)
-        env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1")
-        if tiers_path:
-            env["PET_TIERS"] = str(tiers_path)
+        env = child_env(home, threads.train, tiers_path)
         # stderr (warnings, a native crash) goes to the same train.log the child writes its lines to.
         err = open(run_dir / "train.log", "ab")
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -182,7 +217,7 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
 
 def cancel(home: Path, run_id: str, wait_s: float = 0.0) -> dict:
     """Ask the trainer to stop (SIGTERM): it saves the adapter it has and marks the run cancelled."""
-    run_dir = runs_dir(home) / run_id
+    run_dir = run_path(home, run_id)
     if not run_dir.is_dir():
         raise PetError(f"no training run {run_id!r} in {runs_dir(home)}")
     cur = info(run_dir)
@@ -255,7 +290,7 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
     from pet.adapters import base_identity, check_base, read_adapter
     from pet.config import OVERLAY_FILE
 
-    run = info(runs_dir(engine.settings.home) / run_id)
+    run = info(run_path(engine.settings.home, run_id))
     if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
         raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
     adapter = read_adapter(run["adapter"])

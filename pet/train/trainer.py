@@ -80,11 +80,14 @@ class TrainConfig:
     def problems(self) -> list[str]:
         p = []
         checks = [
-            ("epochs", self.epochs > 0, "must be > 0"),
-            ("max_steps", self.max_steps is None or self.max_steps > 0, "must be > 0"),
+            # Upper bounds too: an absurd value (1e9 epochs, inf) is refused here, naming the range,
+            # instead of running for ever or overflowing somewhere deep in the loop.
+            ("epochs", 0 < self.epochs <= 1000, "must be between 0 (exclusive) and 1000"),
+            ("max_steps", self.max_steps is None or 0 < self.max_steps <= 10_000_000,
+             "must be between 1 and 10,000,000"),
             ("lora_r", 0 < self.lora_r <= 1024, "must be between 1 and 1024"),
             ("end_weight", 0 < self.end_weight <= 100, "must be between 0 (exclusive) and 100"),
-            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_alpha", 0 < self.lora_alpha <= 16384, "must be between 1 and 16384"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("lr", 0 < self.lr <= 1, "must be in (0, 1]"),
             ("warmup_ratio", 0 <= self.warmup_ratio < 1, "must be in [0, 1)"),
@@ -92,8 +95,10 @@ class TrainConfig:
             ("grad_accum", 0 < self.grad_accum <= 1024, "must be between 1 and 1024"),
             ("max_seq_len", 16 <= self.max_seq_len <= 131072, "must be between 16 and 131072"),
             ("seed", 0 <= self.seed < 2**31, "must be between 0 and 2^31-1"),
-            ("eval_every", self.eval_every is None or self.eval_every > 0, "must be > 0"),
-            ("early_stop", self.early_stop is None or self.early_stop > 0, "must be > 0"),
+            ("eval_every", self.eval_every is None or 0 < self.eval_every <= 10_000_000,
+             "must be between 1 and 10,000,000 steps"),
+            ("early_stop", self.early_stop is None or 0 < self.early_stop <= 10_000,
+             "must be between 1 and 10,000 evaluations"),
             ("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
             ("precision", self.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
             ("target_modules", bool(self.modules()), "name at least one linear layer, e.g. q_proj,v_proj"),
@@ -414,6 +419,11 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False) ->
         import torch
         from accelerate import Accelerator
 
+        if os.environ.get("PET_TRAIN_THREADS"):  # the job's share of the CPU (pet/train/jobs.py child_env)
+            from pet.config import ThreadBudget
+
+            torch.set_num_threads(ThreadBudget.from_env().train)
+            log.info("using %d CPU threads (PET_TRAIN_THREADS)", torch.get_num_threads())
         device = pick_device(cfg.device)
         acc = Accelerator(cpu=device == "cpu")
         summary = _train(cfg, run, acc, device, torch)
