@@ -36,7 +36,7 @@ def test_parity_holds_for_the_enhanced_tier(engine):
 
     r = tier_parity(engine, "enhanced")
     assert r["ok"], r["message"]
-    assert r["lengths"]["trainer"] == r["lengths"]["llama.cpp"] == r["lengths"]["ollama"] > 150
+    assert r["lengths"]["trainer"] == r["lengths"]["llama.cpp"] == r["lengths"]["ollama"] > 100  # system prompt included
 
 
 @pytest.mark.slow

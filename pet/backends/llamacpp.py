@@ -182,14 +182,11 @@ class LlamaCppBackend(Backend):
         self.load()
         # A conversation longer than the context is trimmed (oldest turns first) with a notice, keeping
         # room for an answer of max_new_tokens, up to a quarter of the context.
-        limit = self.n_ctx - min(params.max_new_tokens, self.n_ctx // 4)
+        n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
+        limit = n_ctx - min(params.max_new_tokens, n_ctx // 4)
         messages, notice = fit_context(messages, lambda ms: len(self.prompt_tokens(ms)), limit)
         prompt = self.prompt_tokens(messages)
-        n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
-        room = n_ctx - len(prompt)
-        if room < 8:
-            raise BackendError(f"the conversation is {len(prompt)} tokens but the context holds {n_ctx}: "
-                               "clear the chat or raise n_ctx in the tier's params")
+        room = n_ctx - len(prompt)  # at least min(max_new_tokens, n_ctx // 4) after fit_context
         yield from with_notice(self._generate(prompt, room, params, grammar), notice)
 
     def _generate(self, prompt: list[int], room: int, params: GenParams, grammar: str | None) -> Iterator[Chunk]:
