@@ -14,7 +14,7 @@ from pet.config import ReadOnly, Settings
 def test_only_the_chosen_endpoints_are_public(app_url):
     with urllib.request.urlopen(app_url + "gradio_api/info", timeout=10) as r:
         info = json.loads(r.read())
-    assert set(info["named_endpoints"]) == {"/chat", "/compare"}
+    assert set(info["named_endpoints"]) == {"/chat", "/compare", "/score"}
     assert info["unnamed_endpoints"] == {}
     from gradio_client import Client
 
@@ -29,7 +29,7 @@ def test_every_event_outside_the_public_list_is_private(engine):
 
     demo = pages.build_app(engine)
     public = sorted(fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private")
-    assert public == ["chat", "compare"]
+    assert public == ["chat", "compare", "score"]
     assert set(pages.PUBLIC_API) == {"chat", "compare", "score"}
 
 

@@ -71,7 +71,9 @@ class SharedModel:
                         self.llm = Llama(str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads,
                                          verbose=False)
                 except (ValueError, RuntimeError) as e:
-                    raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}")
+                    raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}. A truncated or "
+                                       "corrupt download fails this way: check the file (or reinstall its package) "
+                                       "and try again")
         return self.llm
 
     def _adapter(self, path: str):

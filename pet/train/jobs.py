@@ -20,7 +20,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.config import REPO_ROOT, ThreadBudget
+from pet.config import PARAM_TYPES, REPO_ROOT, ThreadBudget
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
 LIVE = ("starting", "running")
@@ -262,7 +262,7 @@ def _save_overlay_tier(overlay: Path, spec) -> None:
         tables = tomllib.loads(overlay.read_text(encoding="utf-8")).get("tiers", {})
     entry = {"backend": spec.backend, "model": spec.model, "system_prompt": spec.system_prompt,
              "adapter": spec.adapter, "template": spec.template, "description": spec.description, "host": spec.host,
-             "params": {k: v for k, v in spec.params.as_dict().items() if v is not None}}
+             "params": {k: v for k, v in spec.params.as_dict().items() if v is not None and k in PARAM_TYPES}}
     tables[spec.name] = {k: v for k, v in entry.items() if v not in (None, "")}
     lines = ["# Tiers saved by PET Studio (a fine-tuned adapter made a tier). Each table replaces or adds",
              "# the tier of that name in the tiers file. Delete a table to go back to the file's version.", ""]
