@@ -2,7 +2,8 @@
 without their names, let a judge score each 1-5, then un-blind the scores.
 
     python bench/judge_pack.py pack answers_a.jsonl answers_b.jsonl --out pack/ [--seed 7]
-        writes pack/pack.md (what the judge sees: id, request, answer) and pack/key.jsonl
+        writes pack/pack1.md ... (what the judges see: id, request, answer; --parts N packs, each
+        request's answers in one pack) and pack/key.jsonl
     python bench/judge_pack.py score pack/ scores.jsonl [--json]
         scores.jsonl: {"id": "...", "score": 1-5, "why": "..."} per line, from the judge;
         prints counts of each score, the mean and the share >= 4 per (label, tier)
@@ -17,25 +18,38 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def pack(files: list[str], out: Path, seed: int) -> int:
+def pack(files: list[str], out: Path, seed: int, parts: int = 1) -> int:
+    """Shuffle every answer into `parts` packs (pack1.md, ...), each request's answers in one pack, so one
+    judge sees all the tiers' answers to a request; key.jsonl maps the ids back."""
     rows = [json.loads(line) for f in files for line in open(f, encoding="utf-8") if line.strip()]
-    random.Random(seed).shuffle(rows)
+    rng = random.Random(seed)
+    requests = sorted({r["request"] for r in rows})
+    rng.shuffle(requests)
+    part_of = {q: i % parts for i, q in enumerate(requests)}
+    rng.shuffle(rows)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "key.jsonl", "w", encoding="utf-8") as key, open(out / "pack.md", "w", encoding="utf-8") as md:
-        md.write(f"# {len(rows)} answers to judge\n\nScore each answer on its own, 1-5, by JUDGING.md.\n")
-        for n, r in enumerate(rows, 1):
-            aid = f"A{n:03d}"
-            key.write(json.dumps({"id": aid, "label": r.get("label", ""), "tier": r["tier"], "i": r.get("i"),
-                                  "finish_reason": r.get("finish_reason")}, ensure_ascii=False) + "\n")
-            md.write(f"\n## {aid}\n\n### Request\n\n````\n{r['request']}\n````\n\n### Answer\n\n````\n{r['answer']}\n````\n")
-    return len(rows)
+    packs = [[r for r in rows if part_of[r["request"]] == p] for p in range(parts)]
+    n = 0
+    with open(out / "key.jsonl", "w", encoding="utf-8") as key:
+        for p, pack_rows in enumerate(packs, 1):
+            with open(out / f"pack{p}.md", "w", encoding="utf-8") as md:
+                md.write(f"# {len(pack_rows)} answers to judge\n\nScore each answer on its own, 1-5, by JUDGING.md.\n")
+                for r in pack_rows:
+                    n += 1
+                    aid = f"A{n:03d}"
+                    key.write(json.dumps({"id": aid, "label": r.get("label", ""), "tier": r["tier"], "i": r.get("i"),
+                                          "finish_reason": r.get("finish_reason"), "pack": p},
+                                         ensure_ascii=False) + "\n")
+                    md.write(f"\n## {aid}\n\n### Request\n\n````\n{r['request']}\n````\n\n### Answer\n\n"
+                             f"````\n{r['answer']}\n````\n")
+    return n
 
 
 def score(folder: Path, scores_file: str) -> dict:
     key = {r["id"]: r for r in map(json.loads, open(folder / "key.jsonl", encoding="utf-8"))}
     groups: dict[str, list[int]] = defaultdict(list)
     missing = set(key)
-    for line in open(scores_file, encoding="utf-8"):
+    for line in (ln for f in scores_file.split(",") for ln in open(f, encoding="utf-8")):
         if not line.strip():
             continue
         s = json.loads(line)
@@ -56,13 +70,14 @@ def main(argv=None) -> int:
     p.add_argument("files", nargs="+")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--parts", type=int, default=1, help="split into this many packs (one judge each)")
     s = sub.add_parser("score")
     s.add_argument("folder")
-    s.add_argument("scores")
+    s.add_argument("scores", help="the judges' JSONL files, comma-separated")
     s.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.cmd == "pack":
-        print(f"{pack(a.files, Path(a.out), a.seed)} answers packed in {a.out}")
+        print(f"{pack(a.files, Path(a.out), a.seed, a.parts)} answers packed in {a.out}")
         return 0
     res = score(Path(a.folder), a.scores)
     if a.json:
