@@ -118,6 +118,6 @@ def browser():
 def page(browser):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()
-    pg.set_default_timeout(30_000)
+    pg.set_default_timeout(60_000)  # a 2-core CI machine renders the 1,098-example Data tab slowly
     yield pg
     ctx.close()
