@@ -47,7 +47,8 @@ def test_validate_bad_file_lists_every_problem(home, capsys):
         "user/assistant, starting with user",
         "error: row 5, messages: must be a list of {role, content} objects, got text",
         "error: row 6, messages[0].content: content must be text, got number",
-        "error: row 7, json: bad JSON at line 7, column 51: Expecting ',' delimiter"]
+        "error: row 7, json: bad JSON at line 7, column 51: a comma is missing between two items, or the line ends "
+        "before its } or ]."]
     assert err.rstrip().endswith("bad.jsonl: cannot be imported: 6 problem(s)")
 
 
