@@ -110,11 +110,11 @@ def test_upload_edit_restore(data_app, page):
     page.wait_for_function("document.querySelector('#data-save').disabled")
     ans.fill(old_answer)
     req.fill("help me plan a team offsite for 12 people")
-    page.wait_for_function("document.querySelector('#data-preview').innerText.includes('help me plan a team')")
     page.locator("#data-check").get_by_text(re.compile(r"ok: \d+ tokens")).wait_for()
     # The check line said "ok" for the restored answer already: wait for the preview of the new request.
     page.wait_for_function("document.querySelector('#data-preview').innerText.includes('help me plan a team offsite')")
     preview = page.locator("#data-preview").inner_text()
+    assert "help me plan a team offsite" in preview
     assert "You are PET, a prompt engineer." in preview  # the tier's system prompt, as the trainer adds it
     page.locator("#data-save").click()
     page.locator("#data-status").get_by_text("Saved as version 3: edited row 1").wait_for()
