@@ -624,6 +624,7 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
     if cols["prompt"] is None or cols["answer"] is None:
         return
     tag_cols = {t: i for t in TEXT_TAGS if (i := _match(header, (t,))) is not None}
+    hist_col = _match(header, ("history",))
     names = {v: header[v] for v in cols.values() if v is not None}
     while True:
         row = reader.line_num + 1
@@ -650,6 +651,13 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
         if cols["system"] is not None and cells[cols["system"]].strip():
             msgs.append({"role": "system", "content": cells[cols["system"]]})
             src.append(names[cols["system"]])
+        if hist_col is not None and cells[hist_col].strip():
+            pairs = _csv_history(cells[hist_col], row, header[hist_col], res)
+            if pairs is None:
+                continue
+            for q, a in pairs:
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                src += [header[hist_col]] * 2
         msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": cells[cols["answer"]]}]
         src += [names[cols["prompt"]], names[cols["answer"]]]
         ex = {"messages": msgs}
@@ -665,6 +673,22 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
         else:
             res.examples.append(normalise(ex))
             res.rows.append(row)
+
+
+def _csv_history(cell: str, row: int, name: str, res: ParseResult) -> list[tuple[str, str]] | None:
+    """A CSV `history` cell: the earlier turns as JSON [[request, answer], ...]; None (and an error) if not."""
+    try:
+        pairs = json.loads(cell)
+    except json.JSONDecodeError as e:
+        res.errors.append(Problem(row, name, f"the earlier turns are not JSON ({e.msg} at character {e.pos}): "
+                                  'write them as [["request", "answer"], ...] or leave the cell empty'))
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+                                              for p in pairs):
+        res.errors.append(Problem(row, name, 'must be a list of [request, answer] text pairs, e.g. '
+                                  '[["plan a trip", "You are a travel agent..."]], or empty'))
+        return None
+    return [(q, a) for q, a in pairs]
 
 
 def _decode(data: bytes, res: ParseResult) -> str | None:
@@ -869,14 +893,6 @@ def neutralise_cell(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_START) else cell
 
 
-def _single_turn(examples: list[dict], fmt: str) -> None:
-    multi = [i for i, e in enumerate(examples, 1) if sum(m["role"] == "user" for m in e["messages"]) != 1]
-    if multi:
-        shown = ", ".join(map(str, multi[:20])) + (" ..." if len(multi) > 20 else "")
-        raise PetError(f"{fmt} holds one request and one answer per row, but rows {shown} have several turns: "
-                       "export as jsonl or sharegpt")
-
-
 def _split_turns(e: dict) -> tuple[str, list[tuple[str, str]]]:
     msgs = e["messages"]
     system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
@@ -890,16 +906,20 @@ def export_text(examples: list[dict], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
     if fmt == "csv":
-        _single_turn(examples, "CSV")
         buf = io.StringIO(newline="")
         w = csv.writer(buf)
         tags = [t for t in TEXT_TAGS if any(t in e for e in examples)]  # only the tags the rows carry
-        w.writerow(["system", "prompt", "answer", "domain", "techniques", *tags])
-        for e in examples:
-            system, [(q, a)] = _split_turns(e)
+        split = [_split_turns(e) for e in examples]
+        # Earlier turns of a conversation go in a `history` column (JSON [[request, answer], ...]), only
+        # when some row has them, so a single-turn CSV stays three plain columns wide.
+        history = ["history"] if any(len(pairs) > 1 for _, pairs in split) else []
+        w.writerow(["system", "prompt", "answer", "domain", "techniques", *tags, *history])
+        for e, (system, pairs) in zip(examples, split):
+            q, a = pairs[-1]
+            extra = [json.dumps([list(p) for p in pairs[:-1]], ensure_ascii=False) if pairs[:-1] else ""]
             w.writerow([neutralise_cell(c) for c in (system, q, a, e.get("domain", ""),
                                                      "; ".join(e.get("techniques", [])),
-                                                     *(e.get(t, "") for t in tags))])
+                                                     *(e.get(t, "") for t in tags), *extra[:len(history)])])
         return buf.getvalue()
     out = []
     for e in examples:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pet.cli import main
-from pet.dataset import SHIPPED, read_jsonl
+from pet.dataset import SHIPPED, parse_file, read_jsonl
 from tests.conftest import make_home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -86,13 +86,14 @@ def test_import_export_versions_restore(home, capsys, tmp_path):
     assert rc == 1 and "6 problem(s), nothing was written" in err
     rc, out, _ = run(capsys, "data", "versions", "--json")
     assert [v["id"] for v in json.loads(out)] == [2, 1]
-    for fmt in ("jsonl", "alpaca", "sharegpt"):
+    for fmt in ("jsonl", "alpaca", "sharegpt", "csv"):
         dest = tmp_path / f"out.{fmt}"
         rc, out, _ = run(capsys, "data", "export", "--format", fmt, "--out", str(dest), "--version", "2")
         assert rc == 0 and out == f"wrote {shipped + 3} example(s) of version 2 as {fmt} to {dest}\n"
-    # CSV holds one request and one answer per row: the shipped multi-turn refinements are refused by row.
-    rc, _, err = run(capsys, "data", "export", "--format", "csv", "--out", str(tmp_path / "out.csv"), "--version", "2")
-    assert rc == 1 and "have several turns: export as jsonl or sharegpt" in err and not (tmp_path / "out.csv").exists()
+    # every format reads back as the same examples, the shipped multi-turn refinements included
+    # (CSV keeps the earlier turns in its `history` column)
+    for fmt in ("alpaca", "sharegpt", "csv"):
+        assert parse_file(tmp_path / f"out.{fmt}").examples == read_jsonl(tmp_path / "out.jsonl")
     assert read_jsonl(tmp_path / "out.jsonl")[-1]["messages"][0]["content"] == "i need sql for customers who " \
         "stopped buying"
     assert run(capsys, "data", "name", "1", "shipped")[0] == 0

@@ -282,10 +282,21 @@ def test_export_round_trips(tmp_path, fmt):
 def test_multi_turn_export():
     multi = {"messages": [*ex()["messages"], {"role": "user", "content": "shorter"},
                           {"role": "assistant", "content": "Write a haiku."}]}
-    with pytest.raises(PetError, match=r"rows 2 have several turns: export as jsonl or sharegpt"):
-        d.export_text([ex(), multi], "csv")
-    for fmt in ("jsonl", "sharegpt", "alpaca"):
+    for fmt in ("jsonl", "sharegpt", "alpaca", "csv"):
         assert d.parse_bytes(d.export_text([multi], fmt).encode()).examples == [multi]
+    # CSV: the earlier turns go in a `history` column only when some row has them
+    text = d.export_text([ex(), multi], "csv")
+    assert text.splitlines()[0].endswith(",history") and d.parse_bytes(text.encode()).examples == [ex(), multi]
+    assert "history" not in d.export_text([ex()], "csv").splitlines()[0]
+
+
+@pytest.mark.parametrize("cell, says", [('[["a"', "are not JSON"), ('[["a", 1]]', "list of [request, answer]"),
+                                        ('{"a": "b"}', "list of [request, answer]")])
+def test_csv_history_errors_name_row_and_column(cell, says):
+    text = "prompt,answer,history\nwrite a poem,You are a poet.,\"" + cell.replace('"', '""') + "\"\n"
+    res = d.parse_bytes(text.encode(), "x.csv")
+    assert not res.examples and [(p.row, p.field) for p in res.errors] == [(2, "history")]
+    assert says in res.errors[0].message
 
 
 # --- stats and split ---

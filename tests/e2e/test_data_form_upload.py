@@ -85,7 +85,7 @@ def test_upload_good_rows_json_sentences_and_csv_columns(data_app, page, tmp_pat
     assert page.locator("#data-import").is_disabled()
     for picker, column in (("#data-request-column", "c1"), ("#data-answer-column", "c2")):
         page.locator(f"{picker} input").click()
-        page.get_by_role("option", name=column, exact=True).click()
+        page.locator(picker).get_by_role("option", name=column, exact=True).click()
     report.get_by_text("ready to import: 2 example(s)").wait_for()
     assert "plan a picnic" in page.locator("#data-upload-preview").inner_text()
     page.locator("#data-import").click()
@@ -97,7 +97,7 @@ def test_a_row_is_edited_as_a_form(data_app, page):
     home, url, ds = data_app
     v = ds.latest()
     rows = ds.get(v)
-    n = next(i for i, e in enumerate(rows, 1) if e.get("language") == "en")  # the tagged row
+    n = next(i for i, e in enumerate(rows, 1) if e["messages"] == TAGGED["messages"])  # the fixture's row
     _open_data_tab(page, url, v)
     page.fill("#data-row input", str(n))
     page.locator("#data-edit").click()

@@ -133,12 +133,17 @@ def test_upload_edit_restore(data_app, page):
     _table_shows(page, " ".join(old_request.split())[:40])
     assert [v["id"] for v in ds.versions()] == [4, 3, 2, 1]
 
-    # a version's name is shown as typed, never as markup
+    # a name with a '/' is refused with its fix (names end up in file names) and nothing changes
     page.fill("#data-version-name textarea", "<b>before edit</b>")
     page.locator("#data-name").click()
-    page.locator("#data-versions").get_by_text("<b>before edit</b>").wait_for()
+    page.get_by_text("no '/', '\\', '..' or leading '.'").first.wait_for()
+    assert ds.versions()[2]["name"] is None
+    # a version's name is shown as typed, never as markup
+    page.fill("#data-version-name textarea", "<b>before edit")
+    page.locator("#data-name").click()
+    page.locator("#data-versions").get_by_text("<b>before edit").wait_for()
     assert page.locator("#data-versions b").count() == 0
-    assert ds.versions()[2]["name"] == "<b>before edit</b>"
+    assert ds.versions()[2]["name"] == "<b>before edit"
 
     # 5. charts and export in every format
     page.locator("#data-chart-tokens .js-plotly-plot").wait_for()
