@@ -52,7 +52,7 @@ def start_app() -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=open(home / "app.log", "w"))
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a busy machine can take minutes to import everything
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2):
