@@ -110,17 +110,19 @@ def main() -> int:
     ap.add_argument("--tier", default="light")
     ap.add_argument("--max-tokens", type=int, default=64)
     a = ap.parse_args()
+    if a.max_tokens < 16:
+        ap.error("--max-tokens: the chat's slider starts at 16")
     proc, url = (None, a.url) if a.url else start_app()
     try:
         from gradio_client import Client
 
         warm = Client(url, verbose=False)  # load the model once: a cold start is not what this measures
-        warm.predict(tier_name=a.tier, message="hi", mx=4, sd=0, api_name="/chat")
+        warm.predict(tier_name=a.tier, message="hi", mx=16, sd=0, api_name="/chat")
         idle = statistics.median(other_tab_call(url) for _ in range(3))
 
         jobs, results, go = [], [], threading.Event()
-        threads = [threading.Thread(target=one_session, args=(url, i, a.tier, a.max_tokens, jobs, results, go))
-                   for i in range(a.sessions)]
+        threads = [threading.Thread(target=one_session, args=(url, i, a.tier, a.max_tokens, jobs, results, go),
+                                    daemon=True) for i in range(a.sessions)]  # daemon: a dead app ends the run
         for t in threads:
             t.start()
         time.sleep(2.0)  # every client connected before the start
