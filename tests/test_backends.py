@@ -106,7 +106,8 @@ def test_llamacpp_cancel_releases_the_model(light):
 def test_context_overflow_is_trimmed_with_a_notice(light):
     long = [{"role": "user", "content": "word " * 3000}]
     ans = collect(light.stream(long, GenParams(max_new_tokens=4)))
-    assert ans.stats.tokens >= 1 and "shortened your request" in ans.notice and "raise n_ctx" in ans.notice
+    assert ans.stats.finish_reason in ("stop", "length")  # an answer (maybe an empty one), not an exception
+    assert "shortened your request" in ans.notice and "raise n_ctx" in ans.notice
 
 
 # -- transformers on a tiny model built here -------------------------------------------------------
