@@ -62,6 +62,9 @@ def launch(settings: Settings | None = None, block: bool = True, **kw):
     from pet.dataset import MAX_FILE_BYTES
 
     kw.setdefault("max_file_size", MAX_FILE_BYTES)  # a bigger upload is refused before it reaches the disk
+    # Exports a tab writes under PET_HOME/exports may be downloaded (Gradio serves only the folders named
+    # here, its upload folder, the working directory and the system temp folder).
+    kw.setdefault("allowed_paths", [str(settings.path("exports"))])
     return demo.launch(server_name=settings.host, server_port=settings.port, auth=settings.auth,
                        css=css, theme=gr.themes.Soft(), prevent_thread_lock=not block, show_error=False,
                        footer_links=["api", "gradio"], **kw)
