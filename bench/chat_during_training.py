@@ -16,8 +16,8 @@ chat against without one (the mean of windows 3 and 5; goal >= 0.67), and a JSON
 cores split in half while a job runs); --budget naive gives both every core, as PET did before it had one,
 so running both shows what the budget buys.
 
-Training tokens/s in a window come from the job's metrics.jsonl: each row has the cumulative rate over the
-steps after the first and the elapsed time (no evaluations run in between), so tokens = rate x time.
+Training tokens/s in a window come from the job's metrics.jsonl: each step's row has the tokens trained and
+the training seconds so far (evaluations left out), so a window's rate is their difference's ratio.
 """
 
 from __future__ import annotations
@@ -75,10 +75,12 @@ class Job:
             time.sleep(0.5)
 
     def point(self) -> tuple[float, float]:
-        """(training seconds since step 1 ended, tokens trained since then) at the latest step."""
+        """(training seconds, tokens trained) at the latest step."""
         rows = self.rows()
-        first = next(r for r in rows if r["step"] == 1)
         last = rows[-1]
+        if "train_s" in last:  # the trainer's own running totals (evaluations left out)
+            return last["train_s"], float(last["tokens"])
+        first = next(r for r in rows if r["step"] == 1)  # older trainers: rate x time since step 1
         seconds = last["elapsed_s"] - first["elapsed_s"]
         return seconds, (last["tokens_per_s"] or 0.0) * seconds
 

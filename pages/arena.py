@@ -284,7 +284,8 @@ def build(engine) -> dict:
         return str(out)
 
     new.click(new_battle, [source, plist, prompt, temperature, max_new, seed],
-              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle")
+              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle",
+              concurrency_id="arena", concurrency_limit=2)  # its own queue lane: a busy chat never blocks it
     new.click(lambda: "", None, reveal, api_name=False, show_progress="hidden")
     board_outs = [board_md, board, heat, chart, judge_board]
     for (key, _), btn in zip(VOTES, buttons):
@@ -292,7 +293,8 @@ def build(engine) -> dict:
             refresh_board, None, board_outs, api_name=False)
     to_train.click(send_better, state, to_train, api_name=False)
     refresh.click(refresh_board, None, board_outs, api_name="arena_leaderboard")
-    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
+    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False, concurrency_id="judge",
+                    concurrency_limit=1).then(
         refresh_board, None, board_outs, api_name=False)
     export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
     live = Live(judge_tier, key=lambda: engine.tiers.generation,

@@ -21,6 +21,8 @@ EXAMPLES = (
     "explain kubernetes to my manager",
 )
 
+CHAT_LANE = 4  # answers generated at once (each model still serves one at a time; the rest queue)
+
 STATE_ICON = {"ready": "🟢 ready", "idle": "⚪ not loaded yet (loads on first use)", "loading": "🟡 loading…",
               "unavailable": "🔴 unavailable"}
 
@@ -133,12 +135,15 @@ def build(engine) -> dict:
 
     inputs = [tier, msg, history, stats, system, temperature, top_p, top_k, max_new, seed]
     outputs = [bot, history, stats, msg, last]
-    ev_send = send.click(respond, inputs, outputs, api_name="chat")
-    ev_submit = msg.submit(respond, inputs, outputs, api_name=False)
+    # One queue lane for every way of sending: past CHAT_LANE answers at once, people wait in line and
+    # see their place; the other tabs have lanes of their own, so a busy chat never holds them up.
+    lane = dict(concurrency_id="chat", concurrency_limit=CHAT_LANE)
+    ev_send = send.click(respond, inputs, outputs, api_name="chat", **lane)
+    ev_submit = msg.submit(respond, inputs, outputs, api_name=False, **lane)
     ex_events = []
     for b in ex_buttons:
         ex_events.append(b.click(respond, [tier, b, history, stats, system, temperature, top_p, top_k,
-                                           max_new, seed], outputs, api_name=False))
+                                           max_new, seed], outputs, api_name=False, **lane))
     stop.click(None, cancels=[ev_send, ev_submit, *ex_events], api_name=False)
     clear.click(lambda: ([], [], [], "", ""), None, [bot, history, stats, msg, last], api_name=False)
 

@@ -124,7 +124,7 @@ def build(engine) -> dict:
 
     outs = [x for group in zip(cols, titles, answers, stats) for x in group]
     ev = run.click(run_compare, [prompt, system, tiers, temperature, max_new, seed], outs + [saved, note],
-                   api_name="compare")
+                   api_name="compare", concurrency_id="compare", concurrency_limit=2)  # its own queue lane
     stop.click(None, cancels=[ev], api_name=False)
     reopen.click(open_saved, saved, outs + [prompt, system, tiers, temperature, max_new, seed, note], api_name=False)
     refresh.click(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False)

