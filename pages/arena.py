@@ -14,10 +14,13 @@ import time
 import gradio as gr
 import plotly.graph_objects as go
 
+from pages import Live
 from pet import PetError, arena, compare
+from pet.display import literal_html
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
-VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad"}
+VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad",
+             arena.UNPARSED: "no verdict (the reply could not be read; left out of the ratings)"}
 SETS = ("Held-out examples", "My list (one per line)", "Type my own")
 _rng = random.Random()  # one per process: draws must not repeat across sessions
 
@@ -29,7 +32,7 @@ def _buttons(enabled: bool) -> list:
 def _column(text: str, error: str, done: bool) -> str:
     if error:
         return f"⚠️ **This model could not answer:** {html.escape(error)}"
-    return text or ("…" if not done else "*(empty answer)*")
+    return literal_html(text) or ("…" if not done else "*(empty answer)*")
 
 
 def reveal_text(b: dict) -> str:
@@ -45,12 +48,19 @@ def reveal_text(b: dict) -> str:
 
 def leaderboard(engine, voter: str) -> dict:
     avail = [r["name"] for r in engine.tier_status() if r["available"]]
-    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail)
+    current = {t: arena.model_key(t, arena.identity(engine, t)) for t in engine.tiers.names()}
+    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail, current=current)
+
+
+def interval_text(r: dict) -> str:
+    if not r["enough_votes"]:
+        return f"too few votes ({r['battles']} of {arena.MIN_BATTLES} battles)"
+    return f"{r['ci_low']:.0f} – {r['ci_high']:.0f}"
 
 
 def table_rows(res: dict) -> list[list]:
-    return [[r["rank"], r["tier"], r["rating"], f"{r['ci_low']:.0f} – {r['ci_high']:.0f}", r["battles"],
-             r["wins"], r["losses"], r["ties"], res["elo"].get(r["tier"])] for r in res["table"]]
+    return [[r["rank"], r["label"], r["rating"], interval_text(r), r["battles"],
+             r["wins"], r["losses"], r["ties"], res["elo"].get(r["model"])] for r in res["table"]]
 
 
 HEADERS = ["rank", "tier", "rating", "95% interval", "battles", "wins", "losses", "ties", "online Elo (order-dependent)"]
@@ -70,9 +80,9 @@ def heatmap(res: dict) -> go.Figure:
 
 
 def ratings_chart(res: dict) -> go.Figure:
-    t = res["table"]
+    t = [r for r in res["table"] if r["enough_votes"]]  # a zero-width bar after one vote would mislead
     fig = go.Figure(go.Scatter(
-        x=[r["tier"] for r in t], y=[r["rating"] for r in t], mode="markers",
+        x=[r["label"] for r in t], y=[r["rating"] for r in t], mode="markers",
         marker={"size": 10},
         error_y={"type": "data", "symmetric": False, "array": [r["ci_high"] - r["rating"] for r in t],
                  "arrayminus": [r["rating"] - r["ci_low"] for r in t]}))
@@ -91,12 +101,14 @@ def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
     if nxt:
         why = ("they have never met" if nxt["p_a_above"] is None
                else f"their order is the least certain: P({nxt['tier_a']} above) = {nxt['p_a_above']:.0%}")
-        lines.append(f"**Most useful next battle:** {html.escape(nxt['tier_a'])} vs {html.escape(nxt['tier_b'])} ({why}).")
+        lines.append(f"**Most useful next battle:** {html.escape(nxt['tier_a'])} vs {html.escape(nxt['tier_b'])} "
+                     f"({why}); ⚔️ New battle draws this pair, on random sides.")
     lines.append(f"**Human votes:** {human['votes']} · **auto-judge votes:** {judge['votes']} (rated separately below).")
     for a in agreement:
         rate = "no shared battles yet" if a["agreement"] is None else \
             f"agrees with humans on {a['agree']} of {a['shared']} shared battles ({a['agreement']:.0%})"
-        lines.append(f"**Judge {html.escape(a['judge'])}:** {a['votes']} votes; {rate}.")
+        unread = f"; {a['unparsed']} unreadable repl{'y' if a['unparsed'] == 1 else 'ies'} left out" if a["unparsed"] else ""
+        lines.append(f"**Judge {html.escape(a['judge'])}:** {a['votes']} votes; {rate}{unread}.")
     return "\n\n".join(lines)
 
 
@@ -178,7 +190,8 @@ def build(engine) -> dict:
         avail = [r["name"] for r in engine.tier_status() if r["available"]]
         try:
             p = pick_prompt(kind, text, typed)
-            left, right = arena.draw_pair(avail, _rng)
+            # The pair the leaderboard recommends is the pair drawn (the same ratings, the same seed).
+            left, right = arena.draw_next(leaderboard(engine, "human"), avail, _rng)
         except PetError as e:
             gr.Warning(str(e))
             yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]
@@ -228,6 +241,7 @@ def build(engine) -> dict:
         if not b or not b.get("voted"):
             raise gr.Error("Vote first: the better answer is the one you chose.")
         try:
+            engine.settings.check_writable("add an answer to the training set")
             version = arena.send_to_training(engine.store, b["id"])
         except PetError as e:
             raise gr.Error(str(e))
@@ -261,7 +275,7 @@ def build(engine) -> dict:
         rows = arena.votes(engine.store, None if judges else "human")
         if not rows:
             raise gr.Error("No votes to export yet.")
-        out = engine.settings.path("exports") / f"arena_{kind}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+        out = engine.settings.export_path(f"arena_{kind}_{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         try:
             n = arena.export(rows, kind, out)
         except PetError as e:
@@ -270,7 +284,8 @@ def build(engine) -> dict:
         return str(out)
 
     new.click(new_battle, [source, plist, prompt, temperature, max_new, seed],
-              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle")
+              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle",
+              concurrency_id="arena", concurrency_limit=2)  # its own queue lane: a busy chat never blocks it
     new.click(lambda: "", None, reveal, api_name=False, show_progress="hidden")
     board_outs = [board_md, board, heat, chart, judge_board]
     for (key, _), btn in zip(VOTES, buttons):
@@ -278,8 +293,11 @@ def build(engine) -> dict:
             refresh_board, None, board_outs, api_name=False)
     to_train.click(send_better, state, to_train, api_name=False)
     refresh.click(refresh_board, None, board_outs, api_name="arena_leaderboard")
-    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False).then(
+    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False, concurrency_id="judge",
+                    concurrency_limit=1).then(
         refresh_board, None, board_outs, api_name=False)
     export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
+    live = Live(judge_tier, key=lambda: engine.tiers.generation,
+                update=lambda value, old: gr.update(choices=engine.tiers.names()))
     return {"new": new, "buttons": buttons, "state": state, "refresh": refresh,
-            "on_load": (refresh_board, board_outs)}
+            "on_load": (refresh_board, board_outs), "live": [live]}

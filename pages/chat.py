@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
+from pages import Live
 from pet import PetError
 from pet.backends.base import Stats
+from pet.display import literal_html
+
+log = logging.getLogger("pet.chat")
 
 EXAMPLES = (
     "write a poem about autumn",
@@ -14,6 +20,8 @@ EXAMPLES = (
     "i need sql to find customers who havent ordered in 90 days",
     "explain kubernetes to my manager",
 )
+
+CHAT_LANE = 4  # answers generated at once (each model still serves one at a time; the rest queue)
 
 STATE_ICON = {"ready": "🟢 ready", "idle": "⚪ not loaded yet (loads on first use)", "loading": "🟡 loading…",
               "unavailable": "🔴 unavailable"}
@@ -37,9 +45,10 @@ def _display(history: list[dict], stats: list[str | None]) -> list[dict]:
         if m["role"] == "assistant":
             line = stats[k] if k < len(stats) else None
             k += 1
-            out.append({"role": "assistant", "content": m["content"] + (f"\n\n<sub>{line}</sub>" if line else "")})
+            out.append({"role": "assistant",
+                        "content": literal_html(m["content"]) + (f"\n\n<sub>{line}</sub>" if line else "")})
         else:
-            out.append({"role": m["role"], "content": m["content"]})
+            out.append({"role": m["role"], "content": literal_html(m["content"])})
     return out
 
 
@@ -92,32 +101,49 @@ def build(engine) -> dict:
         try:
             params = engine.params_for(tier_name, temperature=float(temp), top_p=float(tp), top_k=int(tk),
                                        max_new_tokens=int(mx), seed=None if sd in (None, "") else int(sd))
-        except PetError as e:
-            raise gr.Error(str(e))
-        hist = hist + [{"role": "user", "content": message}]
+        except PetError as e:  # a bad setting: say which, and leave the page as it was
+            gr.Warning(str(e))
+            yield _display(hist, st), hist, st, message, f"⚠️ {e}"
+            return
+        asked = hist + [{"role": "user", "content": message}]
         answer, chunk = "", None
-        yield _display(hist, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
+        yield _display(asked, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
+        noticed = False
         try:
-            for chunk in engine.stream(tier_name, hist, params, system=sys_prompt):
+            for chunk in engine.stream(tier_name, asked, params, system=sys_prompt):
+                if chunk.notice and not noticed:  # e.g. the conversation was trimmed to fit the context
+                    gr.Warning(chunk.notice)
+                    noticed = True
                 answer += chunk.text
-                partial = hist + [{"role": "assistant", "content": answer}]
-                yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"
+                partial = asked + [{"role": "assistant", "content": answer}]
+                yield _display(partial, st), partial, st, "", f"{chunk.tokens} tokens…"  # Stop keeps what came
         except PetError as e:
-            raise gr.Error(str(e))
+            # The reason goes in the chat, where it stays; the request goes back in the box to send to another
+            # tier; the conversation the model sees is left as it was. One log line, no traceback.
+            reason = " ".join(str(e).split())
+            log.warning("chat: tier %s could not answer: %s", tier_name, reason)
+            shown = _display(hist, st) + [{"role": "user", "content": message},
+                                          {"role": "assistant", "content": f"⚠️ **{tier_name} could not answer.** "
+                                                                           f"{reason}"}]
+            yield shown, hist, st, message, f"⚠️ {tier_name} could not answer: pick another tier and send again."
+            return
         final = Stats(chunk.tokens, chunk.ttft_s, chunk.elapsed_s, chunk.finish_reason) if chunk else Stats()
-        hist = hist + [{"role": "assistant", "content": answer}]
+        hist = asked + [{"role": "assistant", "content": answer}]
         line = f"{tier_name}: {final.line()}"
         st = st + [line]
         yield _display(hist, st), hist, st, "", line
 
     inputs = [tier, msg, history, stats, system, temperature, top_p, top_k, max_new, seed]
     outputs = [bot, history, stats, msg, last]
-    ev_send = send.click(respond, inputs, outputs, api_name="chat")
-    ev_submit = msg.submit(respond, inputs, outputs, api_name=False)
+    # One queue lane for every way of sending: past CHAT_LANE answers at once, people wait in line and
+    # see their place; the other tabs have lanes of their own, so a busy chat never holds them up.
+    lane = dict(concurrency_id="chat", concurrency_limit=CHAT_LANE)
+    ev_send = send.click(respond, inputs, outputs, api_name="chat", **lane)
+    ev_submit = msg.submit(respond, inputs, outputs, api_name=False, **lane)
     ex_events = []
     for b in ex_buttons:
         ex_events.append(b.click(respond, [tier, b, history, stats, system, temperature, top_p, top_k,
-                                           max_new, seed], outputs, api_name=False))
+                                           max_new, seed], outputs, api_name=False, **lane))
     stop.click(None, cancels=[ev_send, ev_submit, *ex_events], api_name=False)
     clear.click(lambda: ([], [], [], "", ""), None, [bot, history, stats, msg, last], api_name=False)
 
@@ -131,4 +157,6 @@ def build(engine) -> dict:
     timer = gr.Timer(3)
     timer.tick(lambda: status_markdown(engine.tier_status()), None, status, api_name=False,
                show_progress="hidden")
-    return {"tier": tier, "bot": bot, "input": msg, "send": send}
+    live = Live(tier, key=lambda: engine.tiers.generation,
+                update=lambda value, old: gr.update(choices=engine.tiers.names()))
+    return {"tier": tier, "bot": bot, "input": msg, "send": send, "live": [live]}

@@ -1,7 +1,8 @@
 """Compare tab: one prompt on several tiers, answers side by side with their timing; saved and reopenable.
 
 The tiers stream one after another into their own columns (see pet/compare.py for why not threads):
-the callback is a generator that yields every column on each chunk.
+the callback is a generator that yields every column on each chunk. The columns are slots filled in the
+order the tiers were chosen, so a tier added while the app runs gets one like the others.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import datetime as dt
 
 import gradio as gr
 
+from pages import Live
 from pet import PetError, compare
+from pet.display import literal_html
+
+SLOTS = 8  # the most tiers one comparison shows side by side
 
 
 def stats_line(col: dict) -> str:
@@ -23,7 +28,7 @@ def stats_line(col: dict) -> str:
 def answer_text(col: dict) -> str:
     if col.get("error"):
         return f"⚠️ **{col['tier']} could not answer:** {col['error']}"
-    return col.get("text") or ("…" if not col.get("done") else "*(empty answer)*")
+    return literal_html(col.get("text") or "") or ("…" if not col.get("done") else "*(empty answer)*")
 
 
 def saved_choices(store) -> list[tuple[str, str]]:
@@ -33,6 +38,10 @@ def saved_choices(store) -> list[tuple[str, str]]:
         prompt = " ".join(s["prompt"].split())
         out.append((f"{when} · {', '.join(s['tiers'])} · {prompt[:60]}", s["id"]))
     return out
+
+
+def available(engine) -> list[str]:
+    return [r["name"] for r in engine.tier_status() if r["available"]]
 
 
 def build(engine) -> dict:
@@ -45,7 +54,8 @@ def build(engine) -> dict:
             system = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="compare-system",
                                 placeholder="blank = each tier's own system prompt")
         with gr.Column(scale=2):
-            tiers = gr.CheckboxGroup(names, value=names, label="Tiers", elem_id="compare-tiers")
+            # Ticked on page load: the tiers that can answer here (an unavailable one would only show its error).
+            tiers = gr.CheckboxGroup(names, value=[], label="Tiers", elem_id="compare-tiers")
             with gr.Row():
                 temperature = gr.Slider(0, 2, base.temperature, step=0.05, label="Temperature",
                                         elem_id="compare-temperature")
@@ -57,13 +67,14 @@ def build(engine) -> dict:
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 stop = gr.Button("Stop", elem_id="compare-stop")
     note = gr.Markdown("", elem_id="compare-note")
-    cols, answers, stats = [], [], []
+    cols, titles, answers, stats = [], [], [], []
     with gr.Row(equal_height=False):
-        for name in names:
-            with gr.Column(min_width=260, elem_id=f"compare-col-{name}") as col:
-                gr.Markdown(f"### {name}")
-                answers.append(gr.Markdown("", elem_id=f"compare-answer-{name}", sanitize_html=True))
-                stats.append(gr.Markdown("", elem_id=f"compare-stats-{name}"))
+        for k in range(SLOTS):
+            with gr.Column(min_width=260, visible=False, elem_id=f"compare-col-{k}",
+                           elem_classes=["pet-compare-col"]) as col:
+                titles.append(gr.Markdown("", elem_id=f"compare-title-{k}"))
+                answers.append(gr.Markdown("", elem_id=f"compare-answer-{k}", sanitize_html=True))
+                stats.append(gr.Markdown("", elem_id=f"compare-stats-{k}"))
             cols.append(col)
     with gr.Accordion("Saved comparisons", open=False):
         with gr.Row():
@@ -72,12 +83,12 @@ def build(engine) -> dict:
             refresh = gr.Button("Refresh list", scale=1)
 
     def show(columns: list[dict]) -> list:
-        """One update per tier column: visible with its answer and stats, or hidden."""
-        by = {c["tier"]: c for c in columns}
+        """One update per slot: visible with its tier's name, answer and stats, or hidden."""
         out = []
-        for name in names:
-            c = by.get(name)
-            out += [gr.Column(visible=c is not None), answer_text(c) if c else "", stats_line(c) if c else ""]
+        for k in range(SLOTS):
+            c = columns[k] if k < len(columns) else None
+            out += [gr.Column(visible=c is not None), f"### {c['tier']}" if c else "",
+                    answer_text(c) if c else "", stats_line(c) if c else ""]
         return out
 
     def run_compare(p, sys_prompt, chosen, temp, mx, sd, request: gr.Request):
@@ -85,6 +96,8 @@ def build(engine) -> dict:
                     "seed": None if sd in (None, "") else int(sd)}
         system_override = sys_prompt if sys_prompt and sys_prompt.strip() else None
         cols_now: list[dict] = []
+        if len(chosen or []) > SLOTS:
+            raise gr.Error(f"compare at most {SLOTS} tiers at once; you chose {len(chosen)}")
         try:
             for cols_now in compare.stream_columns(engine, chosen or [], p, system_override, settings):
                 yield show(cols_now) + [gr.Dropdown(), "Running…"]
@@ -103,19 +116,26 @@ def build(engine) -> dict:
             raise gr.Error(str(e))
         st = c["settings"]
         chosen = [col["tier"] for col in c["columns"]]
-        return show(c["columns"]) + [c["prompt"], c["system"] or "", [t for t in chosen if t in names],
+        return show(c["columns"][:SLOTS]) + [c["prompt"], c["system"] or "",
+                                             [t for t in chosen if t in engine.tiers.names()],
                                      st.get("temperature", base.temperature),
                                      st.get("max_new_tokens", base.max_new_tokens), st.get("seed"),
                                      f"Reopened comparison `{cid[:8]}`."]
 
-    outs = [x for trio in zip(cols, answers, stats) for x in trio]
+    outs = [x for group in zip(cols, titles, answers, stats) for x in group]
     ev = run.click(run_compare, [prompt, system, tiers, temperature, max_new, seed], outs + [saved, note],
-                   api_name="compare")
+                   api_name="compare", concurrency_id="compare", concurrency_limit=2)  # its own queue lane
     stop.click(None, cancels=[ev], api_name=False)
     reopen.click(open_saved, saved, outs + [prompt, system, tiers, temperature, max_new, seed, note], api_name=False)
     refresh.click(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False)
     # Opening the list re-reads it, so comparisons saved in other sessions (or the CLI) show up.
     saved.focus(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False,
                 show_progress="hidden")
+    def tier_choices(value, old_key):
+        if old_key is None:  # page load: tick the tiers that can answer
+            return gr.update(choices=engine.tiers.names(), value=available(engine))
+        return gr.update(choices=engine.tiers.names())
+
+    live = Live(tiers, key=lambda: engine.tiers.generation, update=tier_choices)
     return {"prompt": prompt, "tiers": tiers, "run": run, "answers": answers, "saved": saved,
-            "on_load": (lambda: gr.Dropdown(choices=saved_choices(engine.store)), [saved])}
+            "on_load": (lambda: gr.Dropdown(choices=saved_choices(engine.store)), [saved]), "live": [live]}

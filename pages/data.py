@@ -7,9 +7,7 @@ its base, so a save from a stale tab is refused instead of overwriting a newer o
 from __future__ import annotations
 
 import html
-import tempfile
 import threading
-from pathlib import Path
 
 import gradio as gr
 import plotly.graph_objects as go
@@ -90,6 +88,7 @@ def build(engine) -> dict:
     data = _Data(engine)
     base = gr.State(0)  # the version this browser tab shows and edits
     editing = gr.State(-1)  # 0-based row in the editor; -1 = a new row
+    row_base = gr.State(None)  # the example in the editor as saved (its earlier turns and tags are kept)
 
     gr.Markdown("The training examples the enhanced tier learns from. Every save is a version; nothing is "
                 "ever overwritten. Select a row to edit it.")
@@ -117,20 +116,28 @@ def build(engine) -> dict:
         editor_title = gr.Markdown("**Editing:** nothing yet: select a row or click New row", elem_id="data-editing")
         with gr.Row():
             with gr.Column(scale=3):
-                messages = gr.Textbox(label="Messages (JSON list of {role, content}; roles: system, user, assistant)",
-                                      lines=14, max_lines=30, elem_id="data-messages")
+                request = gr.Textbox(label="Request: what a user typed", lines=3, max_lines=12,
+                                     elem_id="data-request")
+                answer = gr.Textbox(label="Answer: the well-built prompt PET should write", lines=12, max_lines=40,
+                                    elem_id="data-answer")
                 with gr.Row():
                     domain = gr.Textbox(label="Domain", elem_id="data-domain")
                     techniques = gr.Textbox(label="Techniques (comma-separated)", elem_id="data-techniques")
-                save_b = gr.Button("Save row (new version)", variant="primary", elem_id="data-save")
+                with gr.Accordion("System prompt (optional)", open=False):
+                    system = gr.Textbox(label="System prompt", lines=3, elem_id="data-system",
+                                        info="blank = the tier's own, which the trainer adds (see the preview)")
+                kept = gr.HTML("", elem_id="data-kept")
+                save_b = gr.Button("Save row (new version)", variant="primary", interactive=False,
+                                   elem_id="data-save")
             with gr.Column(scale=3):
                 check = gr.HTML("", elem_id="data-check")
                 preview = gr.HTML("", label="What the trainer sees", elem_id="data-preview")
     status = gr.Markdown("", elem_id="data-status")
 
     with gr.Accordion("Import a file", open=True):
-        gr.Markdown("Upload JSONL/JSON (messages, Alpaca, ShareGPT, ChatML text) or CSV with prompt/answer "
-                    "columns. You see every problem first; nothing is written until you click Import.")
+        gr.Markdown("Upload JSONL/JSON (messages, Alpaca, ShareGPT, ChatML text) or CSV with request and answer "
+                    "columns (see the README for each format's fields). You see every problem first; nothing is "
+                    "written until you click Import.")
         with gr.Row():
             upload = gr.File(label="File", file_types=[".jsonl", ".json", ".csv", ".tsv", ".txt"],
                              elem_id="data-upload", scale=2)
@@ -138,6 +145,10 @@ def build(engine) -> dict:
                 fmt = gr.Dropdown(["auto", *FORMATS], value="auto", label="Format", elem_id="data-format")
                 mode = gr.Radio(["append", "replace"], value="append", label="Import mode", elem_id="data-mode")
                 import_b = gr.Button("Import", variant="primary", interactive=False, elem_id="data-import")
+                good_b = gr.Button("Import the good rows", visible=False, elem_id="data-import-good")
+        with gr.Row(visible=False) as colmap:  # a CSV: which columns hold the request and the answer
+            req_col = gr.Dropdown([], label="Request column", elem_id="data-request-column")
+            ans_col = gr.Dropdown([], label="Answer column", elem_id="data-answer-column")
         report = gr.HTML("", elem_id="data-upload-report")
         upreview = gr.HTML("", elem_id="data-upload-preview", css_template=TABLE_CSS, js_on_load=None)
 
@@ -200,42 +211,48 @@ def build(engine) -> dict:
         if n is None or not 1 <= int(n) <= len(examples):
             raise gr.Error(f"row {n} does not exist: choose a row between 1 and {len(examples)}")
         i = int(n) - 1
-        return (i, *dv.editor_fields(examples[i]), f"**Editing:** row {i + 1} of version {version}", i + 1)
+        return (i, examples[i], *form(examples[i]), f"**Editing:** row {i + 1} of version {version}", i + 1)
 
-    edit_out = [editing, messages, domain, techniques, editor_title, row_num]
+    def form(ex):
+        system_, request_, answer_, domain_, tech_, kept_ = dv.form_fields(ex)
+        return system_, request_, answer_, domain_, tech_, kept_
+
+    form_in = [system, request, answer, domain, techniques]
+    edit_out = [editing, row_base, *form_in, kept, editor_title, row_num]
     edit_b.click(open_row, [base, row_num], edit_out, **lane)
 
     def select_row(version: int, evt: gr.EventData):
         return open_row(version, int(getattr(evt, "row", 0) or 0))
 
     table.click(select_row, [base], edit_out, **lane)
-    new_b.click(lambda: (-1, *dv.editor_fields(None), "**Editing:** a new row (saved at the end)", None),
+    new_b.click(lambda: (-1, None, *form(None), "**Editing:** a new row (saved at the end)", None),
                 None, edit_out, **lane)
 
-    def live_check(msgs, dom, tech):
-        ex, problems = dv.from_editor(msgs, dom, tech)
+    def live_check(ex_base, *fields_):
+        ex, problems = dv.from_form(ex_base, *fields_)
         verdict = dv.check_html(ex, problems, data.lengths)
-        if ex is None:
-            return verdict, ""
+        if ex is None:  # Save stays off until the row is valid
+            return verdict, "", gr.update(interactive=False)
         try:
             # The trainer gives examples without a system message the tier's own system prompt.
             msgs = with_system(ex["messages"], engine.tiers.spec("enhanced").system_prompt)
-            return verdict, dv.preview_html(data.template(), msgs)
+            return verdict, dv.preview_html(data.template(), msgs), gr.update(interactive=True)
         except PetError as e:
-            return verdict, html.escape(str(e))
+            return verdict, html.escape(str(e)), gr.update(interactive=True)
 
-    gr.on([messages.change, domain.change, techniques.change], live_check, [messages, domain, techniques],
-          [check, preview], trigger_mode="always_last")
+    gr.on([c.change for c in form_in], live_check, [row_base, *form_in], [check, preview, save_b],
+          trigger_mode="always_last")
 
     def commit(version: int, examples: list[dict], note: str, query, tg, pg):
         try:
+            engine.settings.check_writable("change the examples")
             v = data.ds.save(examples, version, note)
         except PetError as e:
             raise _error(e) from None
         return (*everything(v, query, tg, pg), _say(f"Saved as version {v}: {note}."))
 
-    def save_row(version, i, msgs, dom, tech, query, tg, pg):
-        ex, problems = dv.from_editor(msgs, dom, tech)
+    def save_row(version, i, ex_base, sys_, req_, ans_, dom, tech, query, tg, pg):
+        ex, problems = dv.from_form(ex_base, sys_, req_, ans_, dom, tech)
         if ex is None:
             raise gr.Error(html.escape("not saved: " + "; ".join(str(p).removeprefix("file, ") for p in problems)))
         examples = data.ds.get(version)
@@ -244,40 +261,68 @@ def build(engine) -> dict:
             note = f"edited row {i + 1}"
         else:
             examples.append(ex)
-            note = f"added row {len(examples)}"
-        return commit(version, examples, note, query, tg, pg)
+            i = len(examples) - 1
+            note = f"added row {i + 1}"
+        out = commit(version, examples, note, query, tg, pg)
+        # The editor now shows the saved row of the new version (it stays open for the next change).
+        return (*out, i, ex, f"**Editing:** row {i + 1} of version {out[0]}", i + 1)
 
-    save_b.click(save_row, [base, editing, messages, domain, techniques, search, tag, page], [*all_out, status],
-                 **lane)
+    save_b.click(save_row, [base, editing, row_base, *form_in, search, tag, page],
+                 [*all_out, status, editing, row_base, editor_title, row_num], **lane)
 
     def delete_row(version, i, query, tg, pg):
         examples = data.ds.get(version)
         if not 0 <= i < len(examples):
             raise gr.Error("select a saved row to delete first")
         examples.pop(i)
-        return (*commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1,
+        return (*commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1, None, *form(None),
                 "**Editing:** nothing: the row was deleted")
 
-    delete_b.click(delete_row, [base, editing, search, tag, page], [*all_out, status, editing, editor_title], **lane)
+    delete_b.click(delete_row, [base, editing, search, tag, page],
+                   [*all_out, status, editing, row_base, *form_in, kept, editor_title], **lane)
+
+    max_bytes = engine.settings.max_upload_mb * 2**20
+
+    def parsed(path, f, req=None, ans=None):
+        cols = {"request": req, "answer": ans} if (req or ans) else None
+        return parse_file(path, f, max_bytes=max_bytes, columns=cols)
+
+    def verdict(res):
+        """The preview, and which import buttons are on: all rows, or only the good ones."""
+        preview_rows = dv.html_table(UPLOAD_COLUMNS, dv.upload_preview(res), "no importable rows")
+        good = gr.update(visible=res.partly_ok, value=f"Import the {len(res.examples)} good row(s), skip "
+                                                      f"{len(res.bad_rows)} bad" if res.partly_ok else "")
+        return dv.problems_html(res), preview_rows, gr.update(interactive=res.ok), good
 
     def check_upload(path, f):
         if not path:
-            return "", "", gr.update(interactive=False)
-        res = parse_file(path, f)
-        preview_rows = dv.html_table(UPLOAD_COLUMNS, dv.upload_preview(res), "no importable rows")
-        return dv.problems_html(res), preview_rows, gr.update(interactive=res.ok)
+            return "", "", gr.update(interactive=False), gr.update(visible=False), gr.update(visible=False), \
+                gr.update(), gr.update()
+        res = parsed(path, f)
+        csv_ = res.format == "csv" and bool(res.columns)
+        pick = dict(choices=res.columns) if csv_ else {}
+        return (*verdict(res), gr.update(visible=csv_), gr.update(value=res.mapping.get("request"), **pick),
+                gr.update(value=res.mapping.get("answer"), **pick))
 
-    gr.on([upload.change, fmt.change], check_upload, [upload, fmt], [report, upreview, import_b])
+    gr.on([upload.change, fmt.change], check_upload, [upload, fmt],
+          [report, upreview, import_b, good_b, colmap, req_col, ans_col])
+    # Choosing the columns by hand reads the file again with them (.input: the user's choices, not ours).
+    gr.on([req_col.input, ans_col.input], lambda path, f, r, a: verdict(parsed(path, f, r, a)) if path else
+          ("", "", gr.update(interactive=False), gr.update(visible=False)),
+          [upload, fmt, req_col, ans_col], [report, upreview, import_b, good_b])
 
-    def do_import(version, path, f, how, query, tg, pg):
+    def do_import(version, path, f, how, req, ans, query, tg, pg, good_only=False):
         if not path:
             raise gr.Error("upload a file first")
-        res = parse_file(path, f)
-        if not res.ok:
+        res = parsed(path, f, req, ans)
+        if not (res.ok or (good_only and res.partly_ok)):
             raise gr.Error(f"not imported: {len(res.errors)} problem(s); nothing was written")
         name = path.replace("\\", "/").rsplit("/", 1)[-1]
         note = f"imported {len(res.examples)} from {name}"
+        if res.errors:
+            note += f" (skipped {len(res.bad_rows)} bad row(s): {', '.join(map(str, res.bad_rows[:20]))})"
         try:
+            engine.settings.check_writable("import examples")
             if how == "replace":
                 v = data.ds.save(res.examples, version, note + " (replace)")
             else:
@@ -285,15 +330,18 @@ def build(engine) -> dict:
         except PetError as e:
             raise _error(e) from None
         return (*everything(v, query, tg, pg), _say(f"Imported as version {v}: {note}."), None,
-                gr.update(interactive=False))
+                gr.update(interactive=False), gr.update(visible=False))
 
-    import_b.click(do_import, [base, upload, fmt, mode, search, tag, page],
-                   [*all_out, status, upload, import_b], **lane)
+    import_in = [base, upload, fmt, mode, req_col, ans_col, search, tag, page]
+    import_out = [*all_out, status, upload, import_b, good_b]
+    import_b.click(do_import, import_in, import_out, **lane)
+    good_b.click(lambda *a: do_import(*a, good_only=True), import_in, import_out, **lane)
 
     def do_restore(n, query, tg, pg):
         if n is None:
             raise gr.Error("enter the version number to restore")
         try:
+            engine.settings.check_writable("restore a version")
             v = data.ds.restore(int(n))
         except PetError as e:
             raise _error(e) from None
@@ -305,6 +353,7 @@ def build(engine) -> dict:
         if n is None:
             raise gr.Error("enter the version number to name")
         try:
+            engine.settings.check_writable("name a version")
             data.ds.name_version(int(n), name)
         except PetError as e:
             raise _error(e) from None
@@ -316,13 +365,12 @@ def build(engine) -> dict:
         try:
             v = data.ds.find(which) if (which or "").strip() else version
             examples = data.ds.get(v)
-            # Gradio serves downloads only from its allowed folders: the temp dir is one of them.
-            folder = Path(tempfile.mkdtemp(prefix="pet-export-"))
-            path = export(examples, f, folder / f"pet_examples_v{v}.{EXT[f]}")
+            # PET_HOME/exports is the folder the app may serve downloads from (pages.launch).
+            path = export(examples, f, engine.settings.export_path(f"pet_examples_v{v}.{EXT[f]}"))
         except PetError as e:
             raise _error(e) from None
         return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
 
     export_b.click(do_export, [base, xfmt, xver], [xfile, status], **lane)
 
-    return {"table": table, "messages": messages, "base": base}
+    return {"table": table, "request": request, "answer": answer, "base": base}

@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import gradio as gr
 
+from pages import Live, export_panel
 from pet import PetError
 from pet.train import jobs
 from pet.train.trainer import TrainConfig
@@ -37,6 +38,15 @@ def dataset_choices(engine) -> list[tuple[str, str]]:
     return out or [("shipped examples (data/pet_examples.jsonl)", SHIPPED)]
 
 
+def latest_version(engine) -> int | None:
+    try:
+        from pet.datastore import DatasetStore
+
+        return DatasetStore(engine.store).latest()
+    except (ImportError, PetError):
+        return None
+
+
 def load_examples(engine, version: str) -> list[dict]:
     if version in (None, "", SHIPPED):
         from pet import dataset
@@ -49,10 +59,16 @@ def load_examples(engine, version: str) -> list[dict]:
 
 def make_config(tier, values: dict) -> TrainConfig:
     kw = {k: v for k, v in values.items() if v is not None}
-    kw["max_steps"] = int(kw["max_steps"]) if kw.get("max_steps") else None
-    for k in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "seed"):
-        if k in kw:
-            kw[k] = int(kw[k])
+    bad = []
+    for k in ("max_steps", "lora_r", "lora_alpha", "batch_size", "grad_accum", "max_seq_len", "seed"):
+        if kw.get(k) is not None:
+            try:
+                kw[k] = int(kw[k])
+            except (ValueError, OverflowError):  # inf or nan typed into a number box
+                bad.append(f"{k}: must be a whole number, got {kw[k]!r}")
+    if bad:
+        raise PetError("bad training settings:\n" + "\n".join(f"  - {x}" for x in bad))
+    kw["max_steps"] = kw.get("max_steps") or None
     return TrainConfig(tier=tier, **kw).check()
 
 
@@ -178,8 +194,8 @@ def build(engine) -> dict:
     with gr.Row():
         tier = gr.Dropdown(tiers, value=default_tier, label="Base tier (its model, chat template and system prompt)",
                            elem_id="train-tier")
+        # Follows the saved versions live (newest first, the newest selected unless you chose an older one).
         version = gr.Dropdown(choices, value=choices[0][1], label="Dataset version", elem_id="train-data")
-        refresh_data = gr.Button("↻ versions", scale=0, elem_id="train-data-refresh")
     with gr.Accordion("Hyperparameters", open=False):
         with gr.Row():
             lora_r = gr.Number(defaults.lora_r, label="LoRA r", info=_HELP["lora_r"], precision=0, elem_id="train-r")
@@ -216,12 +232,14 @@ def build(engine) -> dict:
             make_enhanced = gr.Button("Make this the enhanced tier", elem_id="train-use-enhanced")
             new_name = gr.Textbox(label="or add it as a new tier named", placeholder="e.g. enhanced-v2", scale=1)
             add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
+            export_panel.run_button(engine, watched)
     with gr.Accordion("Run history", open=False):
         history = gr.Dataframe(headers=["run", "state", "source", "steps", "held-out before", "held-out after"],
                                value=lambda: history_rows(engine), interactive=False, elem_id="train-history")
         with gr.Row():
             pick = gr.Textbox(label="Show run (id)", elem_id="train-pick")
             show = gr.Button("Show", scale=0)
+    export_panel.tier_panel(engine, tiers)
 
     def values(*vals):
         return dict(zip(HYPER, vals))
@@ -236,9 +254,11 @@ def build(engine) -> dict:
         if not t:
             raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
         try:
+            engine.settings.check_writable("start training")
             cfg = make_config(t, values(*vals))
             examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
-            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples)
+            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples,
+                                threads=engine.settings.threads)
         except jobs.JobRunning as e:
             gr.Warning(str(e))
             return e.run_id
@@ -252,6 +272,7 @@ def build(engine) -> dict:
         if not cur:
             raise gr.Error("No training job is running.")
         try:
+            engine.settings.check_writable("cancel training")
             jobs.cancel(home, cur["id"])
         except PetError as e:
             raise gr.Error(str(e))
@@ -283,11 +304,13 @@ def build(engine) -> dict:
 
     shown = gr.State(None)  # the history rows on screen: the table is sent again only when they change
     outs = [progress, plot, log, result, result_md, watched, resume, use_row, history, shown]
+
     def on_resume(run_id):
         if not run_id:
             raise gr.Error("No run selected.")
         try:
-            jobs.resume(home, run_id, tiers_path=engine.settings.tiers_path)
+            engine.settings.check_writable("resume training")
+            jobs.resume(home, run_id, tiers_path=engine.settings.tiers_path, threads=engine.settings.threads)
         except jobs.JobRunning as e:
             gr.Warning(str(e))
             return e.run_id
@@ -305,12 +328,12 @@ def build(engine) -> dict:
     timer.tick(refresh, ins, outs, api_name=False, show_progress="hidden")
     show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, ins, outs,
                                                                                       api_name=False)
-    refresh_data.click(lambda: gr.update(choices=dataset_choices(engine)), None, version, api_name=False)
 
     def on_use(run_id, name=None):
         if not run_id:
             raise gr.Error("No finished run selected.")
         try:
+            engine.settings.check_writable("change a tier's adapter")
             target = "enhanced"
             if name:  # a new tier copies the tier the run trained on
                 src = ((jobs.info(jobs.runs_dir(home) / run_id).get("config") or {}).get("tier"))
@@ -329,5 +352,17 @@ def build(engine) -> dict:
         return on_use(rid, name.strip())
 
     add_tier.click(on_add, [watched, new_name], history, api_name=False)
+
+    def versions_update(value, old_latest):
+        choices = dataset_choices(engine)
+        newest = choices[0][1]
+        # On page load, and when you had the newest selected, select the new newest; keep an older choice.
+        keep = old_latest is not None and value not in (None, "", str(old_latest)) and \
+            value in [c[1] for c in choices]
+        return gr.update(choices=choices, value=value if keep else newest)
+
+    lives = [Live(tier, key=lambda: engine.tiers.generation,
+                  update=lambda value, old: gr.update(choices=trainable_tiers(engine))),
+             Live(version, key=lambda: latest_version(engine), update=versions_update)]
     return {"tier": tier, "version": version, "start": start, "cancel": cancel, "resume": resume,
-            "progress": progress, "plot": plot, "timer": timer}
+            "progress": progress, "plot": plot, "timer": timer, "live": lives}

@@ -12,6 +12,7 @@ one-sided votes finite (without it, 3 wins and no losses push a rating to infini
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -26,13 +27,17 @@ import numpy as np
 
 from pet import PetError
 
-WINNERS = ("a", "b", "tie", "bothbad")
+WINNERS = ("a", "b", "tie", "bothbad")  # verdicts: what a human can vote and what ratings count
+UNPARSED = "unparsed"  # a judge reply that could not be read: stored so it is not asked again, never rated
 EXPORT_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "bothbad": "tie (bothbad)"}
 IMPORT_WINNER = {v: k for k, v in EXPORT_WINNER.items()}
 SCALE = 400 / math.log(10)  # natural-log strength -> rating points
 BASE = 1000.0
 RIDGE = 0.05  # prior precision on log-strengths: N(0, 1/0.05), i.e. sd ~4.5 nats (~1900 points)
 DEFAULT_ROUNDS = 1000
+# Below this many battles a model's bootstrap interval says nothing: after one vote every resample is
+# that same vote, and the interval has zero width ("1230 - 1230").
+MIN_BATTLES = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS arena_battles (
@@ -55,7 +60,7 @@ CREATE TABLE IF NOT EXISTS arena_battles (
 CREATE TABLE IF NOT EXISTS arena_votes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     battle_id TEXT NOT NULL REFERENCES arena_battles(id) ON DELETE CASCADE,
-    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'bothbad')),
+    winner TEXT NOT NULL CHECK (winner IN ('a', 'b', 'tie', 'bothbad', 'unparsed')),
     voter TEXT NOT NULL CHECK (voter IN ('human', 'judge')),
     judge TEXT NOT NULL DEFAULT '',  -- the judging tier for voter = 'judge'
     session TEXT,
@@ -81,16 +86,27 @@ def draw_pair(tiers: list[str], rng: random.Random | None = None) -> tuple[str, 
     return left, right
 
 
+def draw_next(res: dict, tiers: list[str], rng: random.Random | None = None) -> tuple[str, str]:
+    """The next battle's pair: the one the leaderboard recommends (ratings()["next_pair"]), on random sides,
+    so the pair it names is the pair that gets judged; two random tiers when it recommends none."""
+    nxt = res.get("next_pair") or {}
+    pair = [nxt.get("tier_a"), nxt.get("tier_b")]
+    if pair[0] != pair[1] and all(t in tiers for t in pair):
+        return draw_pair(pair, rng)
+    return draw_pair(tiers, rng)
+
+
 def new_battle_id() -> str:
     return uuid.uuid4().hex
 
 
 def identity(engine, tier: str) -> dict:
-    """What a vote records about a tier: the model, adapter and prompt it ran with."""
+    """What a vote records about a tier: the model, adapter (with its weights' hash) and prompt it ran with."""
     spec = engine.tiers.spec(tier)
     ident = {"tier": tier, "backend": spec.backend, "model": spec.model, "adapter": spec.adapter,
              "template": spec.template, "system_prompt": spec.system_prompt}
     if spec.adapter:
+        ident["adapter_sha256"] = adapter_sha256(spec.adapter)
         try:
             from pet.adapters import read_adapter
 
@@ -101,42 +117,114 @@ def identity(engine, tier: str) -> dict:
     return ident
 
 
+def adapter_sha256(folder: str | Path) -> str | None:
+    """SHA-256 of an adapter's weights (the PEFT file, else the GGUF), or None when neither is there."""
+    from pet.adapters import GGUF_FILE, file_sha256
+
+    for name in ("adapter_model.safetensors", GGUF_FILE):
+        f = Path(folder) / name
+        if f.is_file():
+            return file_sha256(f)
+    return None
+
+
+def model_key(tier: str, ident: dict | None) -> str:
+    """What a rating belongs to: the tier name plus what it ran (model, adapter weights).
+
+    "Make this the enhanced tier" keeps the name but changes the model: its votes must not pool with the
+    old adapter's. Votes recorded before identities carried the adapter's hash get it from the adapter
+    folder when it is still there, so the same weights give the same key either way."""
+    ident = ident or {}
+    if not ident.get("model") and not ident.get("adapter"):
+        return tier  # a battles file or an old vote without an identity: the name is all there is
+    adapter = ident.get("adapter") or ""
+    weights = ident.get("adapter_sha256") or (adapter and adapter_sha256(adapter)) or adapter
+    digest = hashlib.sha256(json.dumps([ident.get("model") or "", weights]).encode("utf-8")).hexdigest()
+    return f"{tier}@{digest[:8]}"
+
+
+def describe(ident: dict | None) -> str:
+    """A short human name for what a tier ran: its adapter's label, or its model."""
+    ident = ident or {}
+    if ident.get("adapter"):
+        label = (ident.get("adapter_meta") or {}).get("label")
+        if not label:
+            p = Path(ident["adapter"])
+            label = p.parent.name if p.name == "adapter" else p.name  # runs/<run_id>/adapter -> the run id
+        return f"adapter {label}"
+    model = ident.get("model") or ""
+    return f"{model.rsplit('/', 1)[-1]}, no adapter" if model else "no adapter"
+
+
 # -- storing votes --------------------------------------------------------------------------------
+
+_migrated: set[str] = set()
+
 
 def _ensure(store) -> None:
     store.ensure(SCHEMA)
+    key = str(store.path)
+    if key not in _migrated:
+        _allow_unparsed(store)
+        _migrated.add(key)
+
+
+def _allow_unparsed(store) -> None:
+    """Databases made before 'unparsed' existed have a CHECK that refuses it; SQLite cannot alter a CHECK,
+    so the votes table is rebuilt once, in one transaction, with every vote kept."""
+    row = store.query("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'arena_votes'")
+    if not row or "'unparsed'" in row[0][0]:
+        return
+    ddl = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS arena_votes"):SCHEMA.index("CREATE INDEX")]
+    cols = "id, battle_id, winner, voter, judge, session, created, note"
+    with store.transaction() as c:
+        if "'unparsed'" in c.execute("SELECT sql FROM sqlite_master WHERE name = 'arena_votes'").fetchone()[0]:
+            return  # another process migrated it meanwhile
+        c.execute(ddl.replace("arena_votes", "arena_votes_new", 1).strip().rstrip(";"))
+        c.execute(f"INSERT INTO arena_votes_new ({cols}) SELECT {cols} FROM arena_votes")
+        c.execute("DROP TABLE arena_votes")
+        c.execute("ALTER TABLE arena_votes_new RENAME TO arena_votes")
+        c.execute("CREATE INDEX IF NOT EXISTS arena_votes_battle ON arena_votes (battle_id)")
 
 
 def save_battle(store, battle: dict) -> str:
     """Insert a finished battle (both answers complete) once; returns its id."""
     _ensure(store)
+    with store.transaction() as c:
+        _insert_battle(c, battle)
+    return battle["id"]
+
+
+def _insert_battle(c, battle: dict) -> None:
     need = ("id", "tier_a", "tier_b", "prompt", "answer_a", "answer_b")
     missing = [k for k in need if not battle.get(k) and battle.get(k) != ""]
     if missing:
         raise PetError(f"battle is missing {', '.join(missing)}")
-    with store.transaction() as c:
-        c.execute(
-            "INSERT OR IGNORE INTO arena_battles (id, created, tier_a, tier_b, prompt, system, params, seed,"
-            " answer_a, answer_b, ident_a, ident_b, stats_a, stats_b, session)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (battle["id"], battle.get("created") or time.time(), battle["tier_a"], battle["tier_b"],
-             battle["prompt"], battle.get("system"), json.dumps(battle.get("params") or {}),
-             battle.get("seed"), battle["answer_a"], battle["answer_b"],
-             json.dumps(battle.get("ident_a") or {}), json.dumps(battle.get("ident_b") or {}),
-             json.dumps(battle.get("stats_a") or {}), json.dumps(battle.get("stats_b") or {}),
-             battle.get("session")))
-    return battle["id"]
+    c.execute(
+        "INSERT OR IGNORE INTO arena_battles (id, created, tier_a, tier_b, prompt, system, params, seed,"
+        " answer_a, answer_b, ident_a, ident_b, stats_a, stats_b, session)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (battle["id"], battle.get("created") or time.time(), battle["tier_a"], battle["tier_b"],
+         battle["prompt"], battle.get("system"), json.dumps(battle.get("params") or {}),
+         battle.get("seed"), battle["answer_a"], battle["answer_b"],
+         json.dumps(battle.get("ident_a") or {}), json.dumps(battle.get("ident_b") or {}),
+         json.dumps(battle.get("stats_a") or {}), json.dumps(battle.get("stats_b") or {}),
+         battle.get("session")))
 
 
 def record_vote(store, battle: dict, winner: str, session: str | None = None, voter: str = "human",
                 judge: str = "", note: str = "") -> None:
-    """Store a vote; voting again on the same battle (same voter/judge) replaces the earlier vote."""
-    if winner not in WINNERS:
+    """Store a vote; voting again on the same battle (same voter/judge) replaces the earlier vote.
+
+    A judge whose reply could not be read stores winner 'unparsed': kept (so it is not asked again and its
+    reply can be looked at) but left out of every rating and export."""
+    if winner not in WINNERS and not (winner == UNPARSED and voter == "judge"):
         raise PetError(f"winner must be one of {', '.join(WINNERS)}, got {winner!r}")
     if voter not in ("human", "judge") or (voter == "judge") != bool(judge):
         raise PetError("a judge vote names its judge tier; a human vote names none")
-    save_battle(store, battle)
-    with store.transaction() as c:
+    _ensure(store)
+    with store.transaction() as c:  # the battle and its vote in one transaction: a kill leaves both or neither
+        _insert_battle(c, battle)
         c.execute("INSERT INTO arena_votes (battle_id, winner, voter, judge, session, created, note)"
                   " VALUES (?,?,?,?,?,?,?) ON CONFLICT (battle_id, voter, judge) DO UPDATE SET"
                   " winner = excluded.winner, session = excluded.session, created = excluded.created,"
@@ -169,7 +257,11 @@ def votes(store, voter: str | None = None) -> list[dict]:
     if voter:
         sql += " WHERE v.voter = ?"
         args = (voter,)
-    return [_row(r) for r in store.query(sql + " ORDER BY v.created, v.id", args)]
+    rows = [_row(r) for r in store.query(sql + " ORDER BY v.created, v.id", args)]
+    for r in rows:
+        for side in ("a", "b"):
+            r[f"key_{side}"] = model_key(r[f"tier_{side}"], r.get(f"ident_{side}"))
+    return rows
 
 
 # -- Bradley-Terry ---------------------------------------------------------------------------------
@@ -187,14 +279,19 @@ class Battles:
     @classmethod
     def from_votes(cls, rows: Iterable[dict]) -> Battles:
         rows = list(rows)
-        names = sorted({r["tier_a"] for r in rows} | {r["tier_b"] for r in rows})
+        names = sorted({_key(r, "a") for r in rows} | {_key(r, "b") for r in rows})
         ix = {n: i for i, n in enumerate(names)}
         score = {"a": 1.0, "b": 0.0, "tie": 0.5, "bothbad": 0.5}
         return cls(names,
-                   np.array([ix[r["tier_a"]] for r in rows], dtype=np.int64),
-                   np.array([ix[r["tier_b"]] for r in rows], dtype=np.int64),
+                   np.array([ix[_key(r, "a")] for r in rows], dtype=np.int64),
+                   np.array([ix[_key(r, "b")] for r in rows], dtype=np.int64),
                    np.array([score[r["winner"]] for r in rows], dtype=float),
                    np.array([float(r.get("voted") or r.get("created") or 0) for r in rows]))
+
+
+def _key(row: dict, side: str) -> str:
+    """The rated identity of one side of a vote (see model_key); rows without one are rated by tier name."""
+    return row.get(f"key_{side}") or row[f"tier_{side}"]
 
 
 def _cells(b: Battles):
@@ -306,17 +403,32 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = RIDGE,
-            seed: int | None = 0, tiers: Iterable[str] = ()) -> dict:
-    """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time).
+            seed: int | None = 0, tiers: Iterable[str] = (), current: dict[str, str] | None = None) -> dict:
+    """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time, key_a/key_b).
 
+    Ratings belong to model identities (model_key: the tier name plus what it ran), so a tier whose
+    adapter was swapped is rated apart from its earlier model. Each table row has the `tier` name, the
+    identity (`model`), a display `label` that says when a tier's model changed, and `current` (whether
+    it is what the tier runs now). `current` maps tier -> its identity now; a tier left out counts the
+    identity of its latest vote as current.
     `tiers`: tiers that could battle (the available ones); a pair of them never judged is the first
     suggestion for the next battle. Returns plain data (JSON-serialisable).
     """
     if rounds < 0:
         raise PetError(f"rounds must be >= 0, got {rounds}")
-    rows = list(rows)
+    rows = one_vote_per_battle(rows)
     b = Battles.from_votes(rows)
     n = len(b.names)
+    tier_of, desc_of, now = {}, {}, {}
+    for r in rows:  # oldest first: the last identity seen for a tier is its latest
+        for side in ("a", "b"):
+            k = _key(r, side)
+            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
+            now[r[f"tier_{side}"]] = k
+    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
+    # current model: keep its name rather than calling it replaced.
+    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
+    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
     theta = bradley_terry(b, ridge)
     rating = to_rating(theta)
     boot = bootstrap(b, rounds, ridge, np.random.default_rng(seed), theta) if rounds else np.zeros((0, n))
@@ -330,18 +442,27 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     np.add.at(games, (b.right, b.left), 1)
     np.add.at(score, (b.left, b.right), b.score)
     np.add.at(score, (b.right, b.left), 1 - b.score)
+    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
     table = []
     for i, name in enumerate(b.names):
         mine = (b.left == i) | (b.right == i)
         s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
-        table.append({"tier": name, "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
+        tier = tier_of[name]
+        is_now = now.get(tier) == name
+        label = tier if per_tier[tier] == 1 and is_now else \
+            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
+        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
+                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
                       "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
                       "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
                       "ties": int((s_i == 0.5).sum())})
+        # An interval means something once there are a few battles and the resamples disagree at all.
+        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
     # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
     for row in table:
         row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
     order = sorted(range(n), key=lambda i: -rating[i])
+    labels = [table[i]["label"] for i in order]
     table = [table[i] for i in order]
     decisive = b.score != 0.5
     left_wins = int((b.score[decisive] == 1).sum())
@@ -349,20 +470,48 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     bias_lo, bias_hi = wilson(left_wins, n_dec)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(games > 0, score / np.maximum(games, 1), np.nan)
-    names = [b.names[i] for i in order]
     elo = online_elo(b)
+    cands = [now.get(t, t) for t in dict.fromkeys(tiers)]  # the tiers' current identities
+    nxt = next_pair(b.names, boot, rating, games, cands)
+    if nxt:
+        tier_now = {k: t for t, k in now.items()}
+        for side in ("a", "b"):
+            k = nxt[f"tier_{side}"]
+            nxt[f"model_{side}"], nxt[f"tier_{side}"] = k, tier_of.get(k) or tier_now.get(k, k)
     return {
         "votes": len(rows), "rounds": int(rounds), "ridge": ridge, "table": table,
-        "winrate": {"tiers": names,
+        "winrate": {"tiers": labels,
                     "matrix": [[None if np.isnan(rate[i, j]) else round(float(rate[i, j]), 4) for j in order]
                                for i in order],
                     "games": [[int(games[i, j]) for j in order] for i in order]},
         "position_bias": {"left_wins": left_wins, "decisive": n_dec,
                           "rate": round(left_wins / n_dec, 4) if n_dec else None,
                           "ci_low": round(bias_lo, 4), "ci_high": round(bias_hi, 4)},
-        "next_pair": next_pair(b.names, boot, rating, games, tiers),
+        "next_pair": nxt,
         "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
     }
+
+
+def one_vote_per_battle(rows: Iterable[dict]) -> list[dict]:
+    """The votes a rating counts: unreadable judge replies dropped, and one vote per battle.
+
+    A battle a human voted on counts the human's vote only, however many judges also judged it; a battle
+    only judges voted on counts once, with their common verdict (a tie when they disagree). Rows without
+    a battle id (a battles file without battle_id) are each their own battle."""
+    rated = [r for r in rows if r.get("winner") in WINNERS]
+    out: list[dict] = []
+    judged: dict[str, list[dict]] = {}
+    humans = {r["id"] for r in rated if r.get("id") and r.get("voter", "human") == "human"}
+    for r in rated:
+        bid = r.get("id")
+        if not bid or r.get("voter", "human") == "human":
+            out.append(r)
+        elif bid not in humans:
+            judged.setdefault(bid, []).append(r)
+    for group in judged.values():
+        verdicts = {0.5 if r["winner"] in ("tie", "bothbad") else r["winner"] for r in group}
+        out.append(dict(group[-1], winner=group[-1]["winner"] if len(verdicts) == 1 else "tie"))
+    return sorted(out, key=lambda r: float(r.get("voted") or r.get("created") or 0))
 
 
 def next_pair(names: list[str], boot: np.ndarray, rating: np.ndarray, games: np.ndarray,
@@ -403,13 +552,16 @@ def judge_agreement(rows: Iterable[dict]) -> list[dict]:
     out: dict[str, list[int]] = {}
     for r in rows:
         if r["voter"] == "judge":
-            stat = out.setdefault(r["judge"], [0, 0, 0])
+            stat = out.setdefault(r["judge"], [0, 0, 0, 0])
+            if r["winner"] == UNPARSED:  # no verdict: neither agrees nor disagrees
+                stat[3] += 1
+                continue
             stat[2] += 1
             if r["id"] in human:
                 stat[1] += 1
                 stat[0] += norm[human[r["id"]]] == norm[r["winner"]]
-    return [{"judge": j, "votes": v, "shared": n, "agree": k, "agreement": round(k / n, 4) if n else None}
-            for j, (k, n, v) in sorted(out.items())]
+    return [{"judge": j, "votes": v, "shared": n, "agree": k, "agreement": round(k / n, 4) if n else None,
+             "unparsed": u} for j, (k, n, v, u) in sorted(out.items())]
 
 
 # -- auto-judge ------------------------------------------------------------------------------------
@@ -459,14 +611,17 @@ def parse_verdict(text: str) -> tuple[str | None, str]:
     return None, f"unparseable reply: {t[:80]!r}"
 
 
-def combine_orders(first: str | None, swapped: str | None) -> str:
-    """Verdicts from both orders -> the battle's verdict in the original order.
+def combine_orders(first: str | None, swapped: str | None) -> str | None:
+    """Verdicts from both orders -> the battle's verdict in the original order, or None (no verdict).
 
     `first` judged (A=answer_a, B=answer_b); `swapped` judged (A=answer_b, B=answer_a). The judge
-    must pick the same answer both times; a disagreement (position bias) or an unreadable reply is a tie.
+    must pick the same answer both times; a disagreement (position bias) is a tie. An unreadable reply
+    in either order is no verdict at all: counting it as a tie would pull ratings together.
     """
     back = {"a": "b", "b": "a", "tie": "tie", None: None}[swapped]
-    if first is None or back is None or first != back:
+    if first is None or back is None:
+        return None
+    if first != back:
         return "tie"
     return first
 
@@ -484,7 +639,7 @@ def judge_battle(engine, battle_id: str, judge: str, max_new_tokens: int = 24) -
         verdicts.append(v)
         if note:
             notes.append(note)
-    winner = combine_orders(*verdicts)
+    winner = combine_orders(*verdicts) or UNPARSED
     if verdicts[0] and verdicts[1] and winner == "tie" and not (verdicts[0] == verdicts[1] == "tie"):
         notes.append(f"orders disagree ({verdicts[0]} then {verdicts[1]} with sides swapped)")
     note = "; ".join(notes)
@@ -512,7 +667,8 @@ def _conversation(system: str | None, prompt: str, answer: str) -> list[dict]:
 
 def battle_record(v: dict) -> dict:
     """A vote in the arena battles format (model_a, model_b, winner, conversation_a/_b, tstamp)."""
-    return {"model_a": v["tier_a"], "model_b": v["tier_b"], "winner": EXPORT_WINNER[v["winner"]],
+    return {"model_a": _key(v, "a"), "model_b": _key(v, "b"), "tier_a": v["tier_a"], "tier_b": v["tier_b"],
+            "winner": EXPORT_WINNER[v["winner"]],
             "conversation_a": _conversation(v.get("system"), v["prompt"], v["answer_a"]),
             "conversation_b": _conversation(v.get("system"), v["prompt"], v["answer_b"]),
             "tstamp": v.get("voted") or v.get("created"), "voter": v.get("voter", "human"),
@@ -535,6 +691,7 @@ def export(rows: Iterable[dict], fmt: str, out: str | Path) -> int:
     """Write votes as JSONL (atomically: a temp file then a rename). Returns the number of lines."""
     if fmt not in ("battles", "preferences"):
         raise PetError(f"format must be battles or preferences, got {fmt!r}")
+    rows = [v for v in rows if v["winner"] in WINNERS]  # an unreadable judge reply is no verdict to export
     recs = [battle_record(v) if fmt == "battles" else preference_record(v) for v in rows]
     recs = [r for r in recs if r is not None]
     out = Path(out)
@@ -567,7 +724,9 @@ def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            problems.append(f"line {no}: not valid JSON ({e.msg})")
+            from pet.dataset import json_error_text
+
+            problems.append(f"line {no}: not valid JSON: {json_error_text(e, no)}")
             continue
         if not isinstance(rec, dict):
             problems.append(f"line {no}: expected a JSON object, got {type(rec).__name__}")
@@ -585,8 +744,13 @@ def read_battles(path: str | Path, include_judges: bool = False) -> list[dict]:
         if rec.get("voter") == "judge" and not include_judges:
             continue
         ts = rec.get("tstamp")
-        rows.append({"tier_a": rec["model_a"], "tier_b": rec["model_b"], "winner": IMPORT_WINNER[rec["winner"]],
-                     "voted": ts if isinstance(ts, (int, float)) else 0.0})
+        bid = rec.get("battle_id")
+        # model_a/_b are the rated identities; tier_a/_b (PET's own exports) the tier names shown for them.
+        tiers = [rec.get(f"tier_{x}") if isinstance(rec.get(f"tier_{x}"), str) else rec[f"model_{x}"] for x in "ab"]
+        rows.append({"tier_a": tiers[0], "tier_b": tiers[1], "key_a": rec["model_a"], "key_b": rec["model_b"],
+                     "winner": IMPORT_WINNER[rec["winner"]],
+                     "voted": ts if isinstance(ts, (int, float)) else 0.0, "id": bid if isinstance(bid, str) else None,
+                     "voter": "judge" if rec.get("voter") == "judge" else "human"})
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise PetError(f"{path}: {len(problems)} bad line(s) (expected arena battles JSONL with model_a, model_b, "

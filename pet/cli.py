@@ -17,7 +17,7 @@ import sys
 from pet import PetError
 
 # Command groups, in the order `python -m pet --help` lists them.
-GROUPS = ("core", "data", "arena", "compare", "train", "export")
+GROUPS = ("core", "data", "arena", "compare", "train", "bench", "export")
 
 
 class Parser(argparse.ArgumentParser):

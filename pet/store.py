@@ -13,6 +13,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pet import PetError
+
+
+class StoreError(PetError):
+    """A write the disk refused (full, read-only, failing): the transaction was rolled back."""
+
+
+def explain(err: sqlite3.Error, path: Path) -> PetError | None:
+    """A message a user can act on for a write SQLite could not make, or None for a bug (re-raised as is)."""
+    name = getattr(err, "sqlite_errorname", "") or ""
+    text = str(err).lower()
+    if name.startswith("SQLITE_FULL") or "disk is full" in text:
+        why = f"the disk holding {path.parent} is full"
+        fix = "free some space (or point PET_HOME at a bigger disk) and try again"
+    elif name.startswith(("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")) or "disk i/o" in text \
+            or "readonly" in text:
+        why = f"{path} could not be written ({err})"
+        fix = "check that the disk has space and PET_HOME is writable, then try again"
+    else:
+        return None
+    return StoreError(f"not saved: {why}. Nothing was changed: what was saved before is intact; {fix}")
+
 
 class Store:
     def __init__(self, path: str | Path):
@@ -44,15 +66,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; any failure rolls back, and a full or failing disk becomes a StoreError."""
         c = self.conn()
         c.execute("BEGIN IMMEDIATE")
         try:
             yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        else:
             c.execute("COMMIT")
+        except BaseException as e:
+            if c.in_transaction:  # SQLite may already have rolled back after an I/O error
+                c.execute("ROLLBACK")
+            mapped = explain(e, self.path) if isinstance(e, sqlite3.Error) else None
+            if mapped is not None:
+                raise mapped from None
+            raise
 
     def query(self, sql: str, args: tuple | dict = ()) -> list[sqlite3.Row]:
         return self.conn().execute(sql, args).fetchall()

@@ -151,9 +151,42 @@ def choose(override: str | None, own_template: str | None, architecture: str | N
                    f"tier to one of {', '.join(BUILTIN)}")
 
 
+def last_user(messages: list[dict]) -> str:
+    """The latest request in a conversation ("" when there is none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
     """Put the tier's system prompt first unless the conversation already starts with one."""
     msgs = [dict(m) for m in messages]
     if system and not (msgs and msgs[0]["role"] == "system"):
         msgs.insert(0, {"role": "system", "content": system})
     return msgs
+
+
+# Ollama Modelfile TEMPLATEs (Go text/template), one per family, written to render a conversation
+# exactly as the Jinja templates above do; pet/export.py proves it token by token before every export.
+# Ollama adds the BOS token itself when it tokenises, so these start without it. Gemma 3 has no
+# system turn: the system text (Ollama's .System) opens the first user turn, as in GEMMA3 above.
+OLLAMA = {
+    "gemma3": (
+        "{{- $first := true }}\n"
+        "{{- range $i, $m := .Messages }}\n"
+        "{{- $last := eq (len (slice $.Messages $i)) 1 }}\n"
+        "{{- if eq $m.Role \"user\" }}<start_of_turn>user\n"
+        "{{ if and $first $.System }}{{ $.System }}\n\n{{ end }}{{ $m.Content }}<end_of_turn>\n"
+        "{{ if $last }}<start_of_turn>model\n{{ end }}\n"
+        "{{- $first = false }}\n"
+        "{{- else if eq $m.Role \"assistant\" }}<start_of_turn>model\n"
+        "{{ $m.Content }}{{ if not $last }}<end_of_turn>\n{{ end }}\n"
+        "{{- end }}\n"
+        "{{- end }}"
+    ),
+    "chatml": (
+        "{{- range $i, $m := .Messages }}\n"
+        "{{- $last := eq (len (slice $.Messages $i)) 1 -}}\n"
+        "<|im_start|>{{ $m.Role }}\n{{ $m.Content }}<|im_end|>\n"
+        "{{ if and $last (ne $m.Role \"assistant\") }}<|im_start|>assistant\n{{ end }}\n"
+        "{{- end }}"
+    ),
+}

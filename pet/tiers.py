@@ -15,7 +15,7 @@ from pathlib import Path
 from pet import PetError, models
 from pet.adapters import base_identity, check_base, gguf_adapter, read_adapter
 from pet.backends.base import Backend, BackendError
-from pet.config import TierSpec
+from pet.config import REMOTE_BACKENDS, TierSpec
 
 
 @dataclass
@@ -47,6 +47,8 @@ class Registry:
         self._probe_cache: dict[str, tuple[float, bool, str]] = {}
         self._guard = threading.Lock()
         self._adhoc_specs: dict[str, TierSpec] = {}
+        self._shared: dict[tuple, object] = {}  # one llama.cpp model per (GGUF file, context size)
+        self.generation = 0  # bumped by put(): pages compare it to know when to refresh their tier lists
 
     # -- lookup -----------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -85,6 +87,7 @@ class Registry:
             old = self._backends.pop(spec.name, None)
             self._states[spec.name] = TierState()
             self._locks.setdefault(spec.name, threading.Lock())
+            self.generation += 1
         if old is not None:
             old.close()
 
@@ -100,18 +103,19 @@ class Registry:
             return False, why
         if spec.adapter and not Path(spec.adapter, "pet_adapter.json").exists():
             return False, f"adapter {spec.adapter} not found: train one with `python -m pet train` or fix the path"
-        if spec.backend == "ollama":
-            return self._probe_ollama(spec)
+        if spec.backend in REMOTE_BACKENDS:
+            return self._probe_remote(spec)
         return True, ""
 
-    def _probe_ollama(self, spec: TierSpec, ttl: float = 10.0) -> tuple[bool, str]:
+    def _probe_remote(self, spec: TierSpec, ttl: float = 10.0) -> tuple[bool, str]:
         now = time.monotonic()
         hit = self._probe_cache.get(spec.name)
         if hit and now - hit[0] < ttl:
             return hit[1], hit[2]
-        from pet.backends.ollama import OllamaBackend
-
-        ok, why = OllamaBackend(spec.model, spec.host).probe()
+        try:
+            ok, why = self._remote(spec).probe()
+        except BackendError as e:
+            ok, why = False, str(e)
         self._probe_cache[spec.name] = (now, ok, why)
         return ok, why
 
@@ -125,8 +129,10 @@ class Registry:
         else:
             ok, why = st.state != "unavailable", st.reason
         state = st.state if ok or st.state in ("ready", "loading") else "unavailable"
+        if ok and state == "unavailable":
+            state = "idle"  # what failed before (a server that was down) answers again: it loads on next use
         model_path = None
-        if spec.backend != "ollama" and ok:
+        if spec.backend not in REMOTE_BACKENDS and ok:
             p = Path(spec.model).expanduser()
             if p.is_file():
                 model_path = str(p)
@@ -139,6 +145,16 @@ class Registry:
                 "adapter": spec.adapter, "description": spec.description, "available": ok,
                 "reason": why or st.reason if not ok else "", "state": state,
                 "loaded_s": st.loaded_s}
+
+    def mark_failed(self, name: str, reason: str) -> None:
+        """A loaded tier that failed mid-answer (its server died, say): drop it and show it unavailable.
+        The next request loads it afresh, so a server that comes back is used again."""
+        with self._guard:
+            old = self._backends.pop(name, None)
+            self._states[name] = TierState("unavailable", reason)
+            self._probe_cache.pop(name, None)
+        if old is not None:
+            old.close()
 
     def loaded(self, name: str) -> Backend | None:
         return self._backends.get(name)
@@ -170,10 +186,8 @@ class Registry:
         ok, why = self.check(spec)
         if not ok:
             raise BackendError(why)
-        if spec.backend == "ollama":
-            from pet.backends.ollama import OllamaBackend
-
-            return OllamaBackend(spec.model, spec.host)
+        if spec.backend in REMOTE_BACKENDS:
+            return self._remote(spec)
         ref = models.resolve(spec.model, spec.backend, self.models_dir)
         adapter = None
         if spec.adapter:
@@ -189,11 +203,35 @@ class Registry:
                                    "file, pkg:NAME or ORG/REPO/FILE.gguf, or use backend = \"hf\")")
             lora = gguf_adapter(adapter) if adapter else None
             return LlamaCppBackend(ref.path, n_ctx=spec.params.n_ctx, lora_path=lora,
-                                   template_override=spec.template)
+                                   template_override=spec.template, shared=self._shared_model(ref.path, spec))
         from pet.backends.hf import HFBackend
 
         return HFBackend(models.hf_folder(ref, self.hf_cache), str(adapter.path) if adapter else None,
                          template_override=spec.template)
+
+    def _shared_model(self, path: Path, spec: TierSpec):
+        """Tiers on one GGUF file with one context size (base and enhanced) share one loaded model."""
+        from pet.backends.llamacpp import SharedModel
+
+        key = (str(Path(path).resolve()), spec.params.n_ctx)
+        with self._guard:
+            if key not in self._shared:
+                self._shared[key] = SharedModel(path, spec.params.n_ctx, max(1, os.cpu_count() or 1))
+            return self._shared[key]
+
+    @staticmethod
+    def _remote(spec: TierSpec) -> Backend:
+        if spec.backend == "openai":
+            from pet.backends.openai import OpenAIBackend
+
+            return OpenAIBackend(spec.model, spec.host or "", spec.api_key_env)
+        from pet.backends.ollama import OllamaBackend
+
+        return OllamaBackend(spec.model, spec.host)
+
+    def is_remote(self, name: str) -> bool:
+        """Served by another process (Ollama, an OpenAI-compatible server): safe to run beside others."""
+        return self.spec(name).backend in REMOTE_BACKENDS
 
     def with_params(self, name: str, **kw) -> TierSpec:
         spec = self.spec(name)

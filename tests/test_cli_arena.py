@@ -39,8 +39,9 @@ def test_ratings_from_database_json(home, capsys):
     assert {r["tier"] for r in out} == {"light", "enhanced"}
     assert all({"tier", "rating", "ci_low", "ci_high", "battles", "rank"} <= set(r) for r in out)
     assert sum(r["battles"] for r in out) == 24
+    # cli0 has a human and a judge vote: with judges included it still counts once, as the human's vote.
     assert main(["arena", "ratings", "--json", "--rounds", "200", "--include-judges"]) == 0
-    assert sum(r["battles"] for r in json.loads(capsys.readouterr().out)) == 26
+    assert sum(r["battles"] for r in json.loads(capsys.readouterr().out)) == 24
 
 
 def test_export_round_trips_into_ratings_file(home, tmp_path, capsys):

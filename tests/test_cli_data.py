@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pet.cli import main
-from pet.dataset import SHIPPED, read_jsonl
+from pet.dataset import SHIPPED, parse_file, read_jsonl
 from tests.conftest import make_home
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ def test_validate_bad_file_lists_every_problem(home, capsys):
         "user/assistant, starting with user",
         "error: row 5, messages: must be a list of {role, content} objects, got text",
         "error: row 6, messages[0].content: content must be text, got number",
-        "error: row 7, json: bad JSON at line 7, column 51: Expecting ',' delimiter"]
+        "error: row 7, json: bad JSON at line 7, column 51: a comma is missing between two items, or the line ends before its } or ]."]
     assert err.rstrip().endswith("bad.jsonl: cannot be imported: 6 problem(s)")
 
 
@@ -86,10 +86,14 @@ def test_import_export_versions_restore(home, capsys, tmp_path):
     assert rc == 1 and "6 problem(s), nothing was written" in err
     rc, out, _ = run(capsys, "data", "versions", "--json")
     assert [v["id"] for v in json.loads(out)] == [2, 1]
-    for fmt in ("jsonl", "csv", "alpaca", "sharegpt"):
+    for fmt in ("jsonl", "alpaca", "sharegpt", "csv"):
         dest = tmp_path / f"out.{fmt}"
         rc, out, _ = run(capsys, "data", "export", "--format", fmt, "--out", str(dest), "--version", "2")
         assert rc == 0 and out == f"wrote {shipped + 3} example(s) of version 2 as {fmt} to {dest}\n"
+    # every format reads back as the same examples, the shipped multi-turn refinements included
+    # (CSV keeps the earlier turns in its `history` column)
+    for fmt in ("alpaca", "sharegpt", "csv"):
+        assert parse_file(tmp_path / f"out.{fmt}").examples == read_jsonl(tmp_path / "out.jsonl")
     assert read_jsonl(tmp_path / "out.jsonl")[-1]["messages"][0]["content"] == "i need sql for customers who " \
         "stopped buying"
     assert run(capsys, "data", "name", "1", "shipped")[0] == 0
@@ -109,7 +113,8 @@ def test_stats_json(home, capsys):
     assert st["domains"] == {"creative": 1, "business": 1, "technical": 1}
     assert st["techniques"] == {"role": 3, "negative_constraints": 1, "output_format": 1, "context": 1}
     tok = st["tokens"]
-    assert tok["exact"] is True and 40 < tok["min"] <= tok["median"] <= tok["p90"] <= tok["max"] < 200
+    # Counted as the trainer sees them: the enhanced tier's short system prompt (about 55 tokens) included.
+    assert tok["exact"] is True and 100 < tok["min"] <= tok["median"] <= tok["p90"] <= tok["max"] < 320
     assert sum(b["count"] for b in tok["histogram"]) == 3
 
 
@@ -154,12 +159,40 @@ def test_shipped_stats_show_the_tag_balance(home, capsys):
         assert st["techniques"].get(tech, 0) >= 10, f"technique {tech}: {st['techniques'].get(tech, 0)} examples"
     assert sum(st["domains"].values()) == len(rows)
     assert 0.05 <= st["heldout"] / st["examples"] <= 0.16  # the fixed ~10% held-out split
-    assert st["tokens"]["exact"] and st["tokens"]["max"] < 512 and st["tokens"]["over_cutoff"] == 0
+    # Counted with the tier's system prompt, as the trainer sees them: every example fits the cutoff.
+    assert st["tokens"]["exact"] and st["tokens"]["max"] < st["tokens"]["cutoff"] and st["tokens"]["over_cutoff"] == 0
 
 
 @pytest.mark.skipif(not SHIPPED.exists(), reason="data/pet_examples.jsonl not written yet")
-def test_every_shipped_example_is_under_512_gemma_tokens(engine):
+def test_every_shipped_example_fits_the_training_cutoff(engine):
+    """Each example, with the enhanced tier's system prompt as the trainer adds it, fits max_seq_len whole."""
+    from pet.dataset import TRAIN_CUTOFF
+    from pet.templates import with_system
+
     tok, tmpl = engine.tokenizer_for("enhanced"), engine.template_for("enhanced")
+    system = engine.tiers.spec("enhanced").system_prompt
     too_long = [(i, n) for i, e in enumerate(read_jsonl(SHIPPED), 1)
-                if (n := len(tok(tmpl.render(e["messages"], add_generation_prompt=False)))) >= 512]
+                if (n := len(tok(tmpl.render(with_system(e["messages"], system), add_generation_prompt=False))))
+                >= TRAIN_CUTOFF]
     assert too_long == []
+
+
+def test_import_good_rows_only_and_chosen_csv_columns(home, capsys, tmp_path):
+    """Issue 8, item 16, from the CLI: --skip-bad imports the good rows and lists the skipped ones;
+    --request-column/--answer-column read a CSV with any header."""
+    rc, _, err = run(capsys, "data", "import", str(FIX / "bad.jsonl"))
+    assert rc == 1 and "1 good row(s) could be imported alone: add --skip-bad" in err
+    rc, out, err = run(capsys, "data", "import", str(FIX / "bad.jsonl"), "--skip-bad")
+    assert rc == 0 and "version 2: imported 1 from bad.jsonl (skipped 6 bad row(s))" in out
+    assert err.count("skipped: row ") == 6
+    odd = tmp_path / "odd.csv"
+    odd.write_text("c1,c2\nwrite a limerick,You are a comic poet. Write a limerick.\n")
+    rc, _, err = run(capsys, "data", "validate", str(odd))
+    assert rc == 1 and "no request column found" in err
+    rc, out, _ = run(capsys, "data", "import", str(odd), "--request-column", "c1", "--answer-column", "c2")
+    assert rc == 0 and "version 3: imported 1 from odd.csv" in out
+    from pet.datastore import DatasetStore
+    from pet.store import Store
+
+    last = DatasetStore(Store(home / "pet.db")).get(3)[-1]
+    assert last["messages"][0]["content"] == "write a limerick"

@@ -82,8 +82,10 @@ def test_csv_header_matching_is_case_insensitive(header):
 
 def test_csv_without_answer_column_names_the_columns():
     res = d.parse_bytes(b"prompt,notes\nhi,there\n", "x.csv")
-    assert errors(res) == ["row 1, header: no answer column (columns found: prompt, notes); name one of: "
-                           "answer, output, response, completion, assistant"]
+    assert errors(res) == ["row 1, header: no answer column found (columns: prompt, notes): choose it in the "
+                           "preview (CLI: --answer-column NAME), or name it like answer, response, output, "
+                           "improved prompt"]
+    assert (res.columns, res.mapping) == (["prompt", "notes"], {"request": "prompt", "answer": None})
 
 
 def test_csv_is_detected_without_extension_and_tab_separated():
@@ -133,12 +135,15 @@ def test_utf16_and_non_utf8():
 
 def test_bad_json_names_every_line():
     res = d.parse_bytes(jsonl(ex(), '{"messages": [', ex("b"), "{'single': 'quotes'}"))
+    # Each message is a whole sentence that says how to fix it (Python's own ends mid-sentence).
     assert errors(res) == [
-        "row 2, json: bad JSON at line 2, column 15: Expecting value",
-        "row 4, json: bad JSON at line 4, column 2: Expecting property name enclosed in double quotes"]
+        "row 2, json: bad JSON at line 2, column 15: a value is missing here (text in double quotes, a number, "
+        "true, false, null, {...} or [...]); a trailing comma or a cut-off line does this.",
+        "row 4, json: bad JSON at line 4, column 2: a field name must be in double quotes; single quotes and a "
+        "comma before } are not JSON."]
     assert len(res.examples) == 2 and not res.ok
     arr = d.parse_bytes(b'[\n {"messages": []},\n {"messages": [}\n]', "x.json")
-    assert errors(arr) == ["row 3, json: bad JSON at line 3, column 16: Expecting value"]
+    assert errors(arr)[0].startswith("row 3, json: bad JSON at line 3, column 16: a value is missing here")
 
 
 def test_missing_and_empty_answers():
@@ -277,10 +282,21 @@ def test_export_round_trips(tmp_path, fmt):
 def test_multi_turn_export():
     multi = {"messages": [*ex()["messages"], {"role": "user", "content": "shorter"},
                           {"role": "assistant", "content": "Write a haiku."}]}
-    with pytest.raises(PetError, match=r"rows 2 have several turns: export as jsonl or sharegpt"):
-        d.export_text([ex(), multi], "csv")
-    for fmt in ("jsonl", "sharegpt", "alpaca"):
+    for fmt in ("jsonl", "sharegpt", "alpaca", "csv"):
         assert d.parse_bytes(d.export_text([multi], fmt).encode()).examples == [multi]
+    # CSV: the earlier turns go in a `history` column only when some row has them
+    text = d.export_text([ex(), multi], "csv")
+    assert text.splitlines()[0].endswith(",history") and d.parse_bytes(text.encode()).examples == [ex(), multi]
+    assert "history" not in d.export_text([ex()], "csv").splitlines()[0]
+
+
+@pytest.mark.parametrize("cell, says", [('[["a"', "are not JSON"), ('[["a", 1]]', "list of [request, answer]"),
+                                        ('{"a": "b"}', "list of [request, answer]")])
+def test_csv_history_errors_name_row_and_column(cell, says):
+    text = "prompt,answer,history\nwrite a poem,You are a poet.,\"" + cell.replace('"', '""') + "\"\n"
+    res = d.parse_bytes(text.encode(), "x.csv")
+    assert not res.examples and [(p.row, p.field) for p in res.errors] == [(2, "history")]
+    assert says in res.errors[0].message
 
 
 # --- stats and split ---
@@ -308,3 +324,63 @@ def test_split_is_stable_and_ignores_order_and_spacing():
     assert all(d.is_heldout(ex(f"  REQUEST   number {i}")) == d.is_heldout(ex(f"request number {i}"))
                for i in range(400))
     assert d.is_heldout(ex("request number 0", answer="a different answer")) == d.is_heldout(rows[0])
+
+
+# --- issue 8, item 16: complete JSON messages, recognised and chosen CSV columns, the good rows alone ---
+
+@pytest.mark.parametrize("line", ['{"messages": [}', '{"a": "unclosed}', "{'a': 1}", '{"a": 1,}', '{"a" 1}',
+                                  '{"a": 1} {"b": 2}', '{"a": "tab\there"}', '{"a": "\\q"}', '{"a": [1 2]}'])
+def test_json_errors_are_whole_sentences(line):
+    [p] = d.parse_bytes((line + "\n").encode(), "x.jsonl").errors
+    text = str(p)
+    assert text.startswith("row 1, json: bad JSON at line 1, column ") and text.endswith(".")
+    assert not text.rstrip(".").endswith((" at", "starting at")), text  # Python's fragments, cut off mid-sentence
+    assert len(text.split(": ", 2)[2]) > 30  # says what to fix, not just "Expecting value"
+
+
+@pytest.mark.parametrize("header", [("Rough Request", "Better Prompt"), ("Question", "Reply"),
+                                    ("user_message", "assistant_message"), ("Prompt", "Prompt (improved)"),
+                                    ("Original prompt", "Rewritten prompt"), ("human", "gpt"),
+                                    ("My Request", "Model Output")])
+def test_common_csv_column_names_are_recognised(header):
+    text = f'"{header[0]}","{header[1]}"\nwrite a limerick,You are a comic poet. Write a limerick.\n'
+    res = d.parse_bytes(text.encode(), "x.csv")
+    assert (res.errors, len(res.examples)) == ([], 1)
+    assert res.mapping == {"request": header[0], "answer": header[1]}
+    assert res.examples[0]["messages"] == [{"role": "user", "content": "write a limerick"},
+                                           {"role": "assistant", "content": "You are a comic poet. Write a limerick."}]
+
+
+def test_csv_columns_can_be_chosen():
+    text = b"col1,col2,notes\nYou are a comic poet.,write a limerick,x\n"
+    res = d.parse_bytes(text, "x.csv")
+    assert not res.examples and res.columns == ["col1", "col2", "notes"]
+    assert [p.field for p in res.errors] == ["header", "header"]
+    chosen = d.parse_bytes(text, "x.csv", columns={"request": "col2", "answer": "col1"})
+    assert chosen.ok and chosen.mapping == {"request": "col2", "answer": "col1"}
+    assert chosen.examples[0]["messages"][0]["content"] == "write a limerick"
+    # A choice overrides a recognised name; a wrong one is a clear error.
+    swapped = d.parse_bytes(b"prompt,answer\na,b\n", "x.csv", columns={"request": "answer", "answer": "prompt"})
+    assert swapped.examples[0]["messages"][0]["content"] == "b"
+    assert "there is no column 'nope'" in str(d.parse_bytes(text, "x.csv", columns={"request": "nope"}).errors[0])
+    # Confirming the recognised columns changes nothing (an Alpaca-style CSV still appends its input).
+    alpaca = b"instruction,input,output\nsummarize,the report,You are an editor.\n"
+    assert d.parse_bytes(alpaca, "x.csv", columns=d.parse_bytes(alpaca, "x.csv").mapping).examples == \
+        d.parse_bytes(alpaca, "x.csv").examples
+    assert d.parse_bytes(alpaca, "x.csv").examples[0]["messages"][0]["content"] == "summarize\n\nthe report"
+    same = d.parse_bytes(text, "x.csv", columns={"request": "col1", "answer": "col1"})
+    assert "the request and the answer are the same column" in str(same.errors[0])
+
+
+def test_a_file_with_some_bad_rows_offers_its_good_rows():
+    res = d.parse_file(FIX / "bad.jsonl")
+    assert not res.ok and res.partly_ok
+    assert (res.rows, res.bad_rows) == ([1], [2, 3, 4, 5, 6, 7])
+    header_only = d.parse_bytes(b"a,b\nx,y\n", "x.csv")
+    assert not header_only.partly_ok  # nothing could be read: no good rows to offer
+
+
+def test_csv_keeps_the_text_tags_both_ways():
+    rows = [ex("write a haiku", "You are a poet.", language="en", pov="student", split="heldout")]
+    back = d.parse_bytes(d.export_text(rows, "csv").encode(), "x.csv")
+    assert back.examples == [d.normalise(r) for r in rows]

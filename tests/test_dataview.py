@@ -15,13 +15,12 @@ def ex(i: int, **tags) -> dict:
                          {"role": "assistant", "content": f"You are an expert. Improved prompt {i}."}], **tags}
 
 
-def test_paging_search_and_tag_filter_stay_quick_at_10000_rows():
+def test_paging_search_and_tag_filter_at_10000_rows():
+    """How quick it is, bench/data_paging.py measures; here, that it is right."""
     rows = [ex(i, domain="technical" if i % 10 == 0 else "creative", techniques=["role"]) for i in range(10_000)]
     idx = dv.Index(7, rows)
-    start = time.perf_counter()
     page = dv.table_page(idx, "SQL", "domain: technical", 3, Lengths())
     last = dv.table_page(idx, "", dv.ALL_TAGS, 10_000)
-    assert time.perf_counter() - start < 0.5
     assert (page.matched, page.pages, page.page, len(page.rows)) == (1000, 40, 3, 25)
     assert page.rows[0][:4] == [501, "technical", "role", "request 500 about sql"]
     assert page.info(7) == "version 7 · 10000 examples · 1000 matching · page 3 of 40"
@@ -29,18 +28,40 @@ def test_paging_search_and_tag_filter_stay_quick_at_10000_rows():
     assert idx.tag_choices() == [dv.ALL_TAGS, "domain: creative", "domain: technical", "technique: role"]
 
 
-def test_editor_round_trip_and_problems():
-    e = ex(1, domain="creative", techniques=["role", "few_shot"])
-    text, dom, tech = dv.editor_fields(e)
-    assert dv.from_editor(text, dom, tech) == (e, [])
-    bad = json.loads(text)
-    bad[1]["role"] = "robot"
-    got, problems = dv.from_editor(json.dumps(bad), "", "")
+def test_row_form_round_trip_keeps_tags_and_real_newlines():
+    """Issue 8, item 17: the row is a form (request, answer, domain, techniques), not JSON with escapes."""
+    e = {"messages": [{"role": "user", "content": "plan a trip"},
+                      {"role": "assistant", "content": "You are a travel agent.\n\nTask: plan 3 days."}],
+         "domain": "planning", "techniques": ["role", "few_shot"], "language": "en", "split": "heldout"}
+    system, request, answer, domain, tech, kept = dv.form_fields(e)
+    assert (system, request, answer, domain, tech) == ("", "plan a trip", "You are a travel agent.\n\nTask: plan 3 days.",
+                                                        "planning", "role, few_shot")
+    assert "\\n" not in answer  # real line breaks, as typed
+    assert "language: en · split: heldout" in kept
+    assert dv.from_form(e, system, request, answer, domain, tech) == (e, [])
+    edited, _ = dv.from_form(e, "Be brief.", request, answer + "\nDone.", domain, "role")
+    assert edited["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert edited["messages"][-1]["content"].endswith("\nDone.") and edited["techniques"] == ["role"]
+    assert (edited["language"], edited["split"]) == ("en", "heldout")  # tags survive the edit
+
+
+def test_row_form_names_its_fields_in_problems():
+    got, problems = dv.from_form(None, "", "write a poem", "   ", "", "")
     assert got is None and [str(p) for p in problems] == [
-        "file, messages[1].role: unknown role 'robot': use system, user or assistant"]
-    got, problems = dv.from_editor('[{"role": "user"', "", "")
-    assert [str(p) for p in problems] == ["file, messages: bad JSON at line 1, column 17: Expecting ',' delimiter"]
-    assert "unknown role" in dv.check_html(None, dv.from_editor(json.dumps(bad), "", "")[1], None)
+        "file, answer: empty answer: write the text or delete the message"]
+    assert "answer: empty answer" in dv.check_html(None, problems, None)
+    assert dv.from_form(None, "", "", "x", "", "")[1][0].field == "request"
+
+
+def test_row_form_keeps_the_earlier_turns_of_a_multi_turn_example():
+    e = {"messages": [{"role": "user", "content": "fix my prompt"}, {"role": "assistant", "content": "Which one?"},
+                      {"role": "user", "content": "write a poem"}, {"role": "assistant", "content": "You are a poet."}]}
+    _, request, answer, _, _, kept = dv.form_fields(e)
+    assert (request, answer) == ("write a poem", "You are a poet.")
+    assert "Earlier turns, kept as they are (2)" in kept and "fix my prompt" in kept
+    edited, problems = dv.from_form(e, "", request, "You are a poet. Write 8 lines.", "", "")
+    assert problems == [] and edited["messages"][:3] == e["messages"][:3]
+    assert edited["messages"][3]["content"] == "You are a poet. Write 8 lines."
 
 
 def test_check_reports_tokens_against_the_cutoff():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 from pet import PetError
 from pet.config import GenParams
@@ -28,6 +28,8 @@ class Chunk:
     ttft_s: float  # time to the first generated token
     done: bool = False
     finish_reason: str | None = None  # "stop", "length", "cancelled" on the last chunk
+    prompt_tokens: int | None = None  # on the last chunk, when the backend knows the prompt's length
+    notice: str = ""  # something the user should know about this answer (e.g. the conversation was trimmed)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Stats:
 class Answer:
     text: str
     stats: Stats = field(default_factory=Stats)
+    notice: str = ""
 
 
 class Clock:
@@ -74,26 +77,83 @@ class Clock:
         self.tokens += new_tokens
         return Chunk(text, self.tokens, now, self.first or now)
 
-    def last(self, reason: str) -> Chunk:
+    def last(self, reason: str, prompt_tokens: int | None = None) -> Chunk:
         now = time.perf_counter() - self.start
-        return Chunk("", self.tokens, now, self.first if self.first is not None else now, True, reason)
+        return Chunk("", self.tokens, now, self.first if self.first is not None else now, True, reason,
+                     prompt_tokens)
+
+
+def fit_context(messages: list[dict], count: Callable[[list[dict]], int], limit: int) -> tuple[list[dict], str]:
+    """Trim a conversation until count(messages) <= limit: first the oldest turns (in user/assistant
+    pairs, so it still opens with the user), then the end of the latest request, then the end of the
+    system prompt. Returns the messages and a notice saying what was cut ("" when nothing was)."""
+    total = count(messages)
+    if total <= limit:
+        return messages, ""
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    dropped = 0
+    while len(turns) > 2 and count(system + turns) > limit:
+        turns, dropped = turns[2:], dropped + 2
+    cut = []
+    if count(system + turns) > limit and turns:
+        turns = turns[:-1] + [_shorten(turns[-1], lambda m: count(system + turns[:-1] + [m]), limit)]
+        cut.append(f"your request to its first {len(turns[-1]['content']) - len(TRIMMED)} characters")
+    if count(system + turns) > limit and system:
+        system = [_shorten(system[0], lambda m: count([m] + turns), limit)]
+        cut.append("the system prompt")
+    if count(system + turns) > limit:
+        raise BackendError(f"the conversation cannot fit the {limit}-token budget even trimmed: raise n_ctx")
+    what = ([f"left out the {dropped} oldest messages"] if dropped else []) + \
+        ([("shortened " + " and ".join(cut))] if cut else [])
+    return system + turns, (f"The conversation was {total} tokens, more than the context leaves room for "
+                            f"({limit} with space for the answer): PET {' and '.join(what)}. Clear the chat, "
+                            "shorten the request or raise n_ctx to keep everything.")
+
+
+TRIMMED = " […]"
+
+
+def _shorten(msg: dict, count: Callable[[dict], int], limit: int) -> dict:
+    """The message with the longest start of its content that fits (binary search on characters)."""
+    text = msg["content"]
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count({**msg, "content": text[:mid] + TRIMMED}) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return {**msg, "content": text[:lo] + TRIMMED}
+
+
+def with_notice(stream: Iterator[Chunk], notice: str) -> Iterator[Chunk]:
+    """Every chunk of the stream carries the notice (a caller may look at any one of them)."""
+    if not notice:
+        yield from stream
+        return
+    for ch in stream:
+        yield replace(ch, notice=notice)
 
 
 def collect(stream: Iterator[Chunk]) -> Answer:
     """Join a stream into an Answer (the non-streaming call)."""
-    parts, stats = [], Stats()
+    parts, stats, notice = [], Stats(), ""
     for ch in stream:
         parts.append(ch.text)
+        notice = ch.notice or notice
         stats.tokens, stats.ttft_s, stats.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
         if ch.done:
             stats.finish_reason = ch.finish_reason
-    return Answer("".join(parts), stats)
+    return Answer("".join(parts), stats, notice)
 
 
 class Backend(ABC):
     """One loaded model. `stream` must be safe to call from several threads (serialise inside)."""
 
     name: str = "backend"
+    supports_grammar: bool = False  # stream(..., grammar=GBNF) constrains the answer (llama.cpp)
+    remote: bool = False  # served by another process (Ollama, an OpenAI-compatible server) that can go away
 
     @abstractmethod
     def load(self) -> None: ...
@@ -101,6 +161,14 @@ class Backend(ABC):
     @abstractmethod
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         """Yield chunks of the answer to `messages` (system message first if any)."""
+
+    def logprobs(self, messages: list[dict], answer: str) -> list[float]:
+        """Log-probability of each token of `answer` (with its end-of-turn marker) after `messages`."""
+        raise BackendError(f"the {self.name} backend gives no log-probabilities")
+
+    def set_threads(self, n: int) -> None:
+        """Use n CPU threads from the next request on (the CPU is shared with training jobs).
+        Backends that compute elsewhere (a server) ignore it."""
 
     def describe(self) -> dict:
         return {}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 from pet import templates
-from pet.backends.base import Backend, BackendError, Chunk, Clock
+from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context
 from pet.config import GenParams
 
 
@@ -51,11 +52,25 @@ class HFBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def set_threads(self, n: int) -> None:
+        if self.model is None:
+            return  # torch may not even be imported yet; the next request sets it
+        import torch
+
+        with self._lock:  # torch's thread count is process-wide: change it between generations only
+            if torch.get_num_threads() != max(1, int(n)):
+                torch.set_num_threads(max(1, int(n)))
+
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+        def count(ms: list[dict]) -> int:
+            return len(self.tokenize(self.template.render(ms, add_generation_prompt=True)))
+
+        limit = params.n_ctx - min(params.max_new_tokens, params.n_ctx // 4)
+        messages, notice = fit_context(messages, count, limit)
         ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
         cancel = threading.Event()
 
@@ -78,6 +93,8 @@ class HFBackend(Backend):
                       max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
                       stopping_criteria=StoppingCriteriaList([_Cancel()]),
                       eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
+        if params.stop:
+            gen_kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         if params.temperature > 0:
             gen_kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
         else:
@@ -101,17 +118,35 @@ class HFBackend(Backend):
             try:
                 for text in streamer:
                     if text:
-                        yield clock.chunk(text, streamer.generated - clock.tokens)
+                        yield replace(clock.chunk(text, streamer.generated - clock.tokens), notice=notice)
                 worker.join()
                 if "error" in out:
                     raise BackendError(f"generation failed: {out['error']}")
                 n = int(out["seq"].shape[1] - ids.shape[1])
                 clock.tokens = n
                 reason = "length" if n >= params.max_new_tokens else "stop"
-                yield clock.last(reason)
+                yield replace(clock.last(reason, int(ids.shape[1])), notice=notice)
             finally:
                 cancel.set()
                 worker.join()
+
+    def logprobs(self, messages: list[dict], answer: str) -> list[float]:
+        """Log-probability of each token of `answer` (and its end-of-turn marker) as the reply to `messages`.
+
+        Logits are computed only for the answer's positions (logits_to_keep): a 262k-word LM head over
+        the whole prompt would cost more than the model's layers."""
+        self.load()
+        import torch
+
+        full, spans = self.template.training_text(messages + [{"role": "assistant", "content": answer}])
+        start, end = spans[-1]
+        prompt, target = self.tokenize(full[:start]), self.tokenize(full[start:end])
+        ids = torch.tensor([prompt + target])
+        with self._lock, torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                logits_to_keep=len(target) + 1).logits[0, :-1].float()
+        lp = torch.log_softmax(logits, -1).gather(1, torch.tensor(target)[:, None])[:, 0]
+        return [float(x) for x in lp]
 
     def describe(self) -> dict:
         return {"location": self.location, "adapter": self.adapter_path,

@@ -42,6 +42,7 @@ def explain(err: BaseException, model: str, host: str) -> BackendError:
 
 class OllamaBackend(Backend):
     name = "ollama"
+    remote = True
 
     def __init__(self, model: str, host: str | None = None, timeout: float = 300.0):
         self.model = model
@@ -69,6 +70,13 @@ class OllamaBackend(Backend):
             return False, str(explain(e, self.model, self.host))
         return True, ""
 
+    def models(self) -> list[str]:
+        """The model names the server has (GET /api/tags)."""
+        try:
+            return [m.model for m in self.client().list().models]
+        except Exception as e:  # every client failure maps to a reason
+            raise explain(e, self.model, self.host) from None
+
     def load(self) -> None:
         ok, why = self.probe()
         if not ok:
@@ -80,6 +88,8 @@ class OllamaBackend(Backend):
                 "repeat_penalty": params.repeat_penalty}
         if params.seed is not None:
             opts["seed"] = params.seed
+        if params.stop:
+            opts["stop"] = list(params.stop)
         return opts
 
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
@@ -100,7 +110,7 @@ class OllamaBackend(Backend):
             raise explain(e, self.model, self.host) from None
         if final is not None and final.get("eval_count"):
             clock.tokens = int(final["eval_count"])
-        yield clock.last((final or {}).get("done_reason") or "stop")
+        yield clock.last((final or {}).get("done_reason") or "stop", (final or {}).get("prompt_eval_count"))
 
     def describe(self) -> dict:
         return {"host": self.host, "model": self.model}

@@ -38,6 +38,15 @@ def _db_votes(include_judges: bool) -> list[dict]:
     return arena.votes(Engine().store, None if include_judges else "human")
 
 
+def _current() -> dict[str, str]:
+    """Each tier's model identity now, so the table can say which rated models a tier has replaced."""
+    from pet import arena
+    from pet.engine import Engine
+
+    eng = Engine()
+    return {t: arena.model_key(t, arena.identity(eng, t)) for t in eng.tiers.names()}
+
+
 def cmd_ratings(args) -> int:
     from pet import arena
 
@@ -49,17 +58,18 @@ def cmd_ratings(args) -> int:
         rows = arena.read_battles(args.votes, include_judges=args.include_judges)
     else:
         rows = _db_votes(args.include_judges)
-    res = arena.ratings(rows, rounds=args.rounds, seed=args.seed)
+    res = arena.ratings(rows, rounds=args.rounds, seed=args.seed, current=None if args.votes else _current())
     if args.json:
         print(json.dumps(res["table"], indent=2))
         return 0
     if not res["table"]:
         print("no votes yet: judge some battles in the Arena tab (or pass --votes FILE)")
         return 0
-    print(f"{'rank':>4}  {'tier':<16} {'rating':>7}  {'95% interval':<17} {'battles':>7}")
+    width = max(16, *(len(r["label"]) for r in res["table"]))
+    print(f"{'rank':>4}  {'tier':<{width}} {'rating':>7}  {'95% interval':<17} {'battles':>7}")
     for row in res["table"]:
-        ci = f"{row['ci_low']:.0f} .. {row['ci_high']:.0f}"
-        print(f"{row['rank']:>4}  {row['tier']:<16} {row['rating']:>7.1f}  {ci:<17} {row['battles']:>7}")
+        ci = f"{row['ci_low']:.0f} .. {row['ci_high']:.0f}" if row["enough_votes"] else "too few votes"
+        print(f"{row['rank']:>4}  {row['label']:<{width}} {row['rating']:>7.1f}  {ci:<17} {row['battles']:>7}")
     pb = res["position_bias"]
     if pb["decisive"]:
         print(f"left side won {pb['rate']:.0%} of {pb['decisive']} decisive votes "

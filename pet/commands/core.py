@@ -1,4 +1,4 @@
-"""Core commands: tiers, chat, serve, bench."""
+"""Core commands: tiers, chat, serve (the benchmarks live in pet/commands/bench.py)."""
 
 from __future__ import annotations
 
@@ -24,14 +24,10 @@ def register(sub) -> None:
     p = add(sub, "serve", cmd_serve, help="start the web app")
     p.add_argument("--host", help="address to bind (default 127.0.0.1, or PET_HOST)")
     p.add_argument("--port", type=int, help="port (default 7860, or PET_PORT)")
-    p.add_argument("--auth", help="USER:PASS to protect the UI (or PET_AUTH)")
-
-    p = add(sub, "bench", cmd_bench, help="benchmarks")
-    p.add_argument("what", choices=["speed"], help="speed: decode tokens/s and TTFT of one tier")
-    p.add_argument("--tier", required=True)
-    p.add_argument("--prompt", default="improve this prompt: write a short story about a lighthouse keeper")
-    p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    p.add_argument("--auth", help="USER:PASS to protect the UI and the Ollama API (or PET_AUTH)")
+    p.add_argument("--ollama-port", type=int, nargs="?", const=11434, metavar="PORT",
+                   help="also serve the tiers over Ollama's API on PORT (11434 when no PORT is given)")
+    p.add_argument("--no-ui", action="store_true", help="serve only the Ollama API (on --ollama-port, default 11434)")
 
 
 def cmd_tiers(args) -> int:
@@ -70,6 +66,8 @@ def cmd_chat(args) -> int:
     params = _params(eng, args)
     last = None
     for chunk in eng.stream(args.tier, [{"role": "user", "content": args.prompt}], params, system=args.system):
+        if chunk.notice and last is None:
+            print(f"note: {chunk.notice}", file=sys.stderr)
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         last = chunk
@@ -89,23 +87,30 @@ def cmd_serve(args) -> int:
         auth = Settings.parse_auth(args.auth)
     except ConfigError as e:
         args._parser.error(e.problems[0])
-    if args.port is not None and not 0 < args.port < 65536:
-        args._parser.error(f"argument --port: must be 1-65535, got {args.port}")
+    for flag, port in (("--port", args.port), ("--ollama-port", args.ollama_port)):
+        if port is not None and not 0 < port < 65536:
+            args._parser.error(f"argument {flag}: must be 1-65535, got {port}")
     settings = Settings.from_env(host=args.host, port=args.port, auth=auth)
-    import pages  # the UI lives outside the engine package
+    ollama_port = args.ollama_port or (11434 if args.no_ui else None)
+    if ollama_port is None:
+        import pages  # the UI lives outside the engine package
 
-    pages.launch(settings)
-    return 0
+        pages.launch(settings)
+        return 0
+    from pet.engine import Engine
+    from pet.serve_ollama import OllamaServer
 
+    eng = Engine(settings)
+    api = OllamaServer(eng, settings.host, ollama_port, settings.auth)
+    print(f"Ollama API: {api.url} (tiers: {', '.join(t + ':latest' for t in eng.tiers.names())})", flush=True)
+    if args.no_ui:
+        api.serve_forever()
+        return 0
+    api.start()
+    import pages
 
-def cmd_bench(args) -> int:
-    from pet.bench import speed
-
-    eng = engine()
-    tier_arg(args._parser, eng, args.tier)
-    res = speed(eng, args.tier, args.prompt, args.max_tokens)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['tier']}: {res['tokens']} tokens, {res['tok_s']:.1f} tok/s, TTFT {res['ttft_s']:.3f} s")
+    try:
+        pages.launch(settings, engine=eng)
+    finally:
+        api.stop()
     return 0

@@ -8,6 +8,7 @@ import time
 
 from pet import PetError
 from pet.commands import add, engine
+from pet.dataset import TRAIN_CUTOFF
 
 SHOW = 200  # problems printed as text; --json lists them all
 FORMAT_CHOICES = ("auto", "messages", "alpaca", "sharegpt", "chatml", "csv")
@@ -22,13 +23,18 @@ def register(sub) -> None:
     q = add(dsub, "validate", cmd_validate, help="check a file: exit 0 if it can be imported, 1 with every problem")
     q.add_argument("path")
     q.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: detect)")
-    q.add_argument("--cutoff", type=int, default=512, help="training cutoff in tokens, for over-long warnings")
+    _column_flags(q)
+    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
+                   f"prompt included, for over-long warnings (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "import", cmd_import, help="import a file as a new version (nothing changes if it has errors)")
     q.add_argument("path")
     q.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: detect)")
     q.add_argument("--replace", action="store_true", help="replace the dataset instead of appending to it")
+    q.add_argument("--skip-bad", action="store_true", help="import the good rows of a file that has bad ones "
+                   "(each skipped row is listed)")
+    _column_flags(q)
 
     q = add(dsub, "export", cmd_export, help="write the dataset (or one version) in a format")
     q.add_argument("--format", required=True, choices=("jsonl", "csv", "alpaca", "sharegpt"))
@@ -37,7 +43,8 @@ def register(sub) -> None:
 
     q = add(dsub, "stats", cmd_stats, help="examples, tag balance and token lengths")
     q.add_argument("--version", help="version number or name (default: the latest)")
-    q.add_argument("--cutoff", type=int, default=512, help="training cutoff in tokens")
+    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
+                   f"prompt included (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "versions", cmd_versions, help="list the saved versions, newest first")
@@ -49,6 +56,18 @@ def register(sub) -> None:
     q = add(dsub, "name", cmd_name, help="name a version (an empty name removes it)")
     q.add_argument("version", help="version number")
     q.add_argument("name")
+
+
+def _column_flags(q) -> None:
+    q.add_argument("--request-column", metavar="NAME", help="CSV: the column holding the request "
+                   "(default: recognised from the header)")
+    q.add_argument("--answer-column", metavar="NAME", help="CSV: the column holding the answer "
+                   "(default: recognised from the header)")
+
+
+def _columns(args) -> dict | None:
+    cols = {"request": args.request_column, "answer": args.answer_column}
+    return cols if any(cols.values()) else None
 
 
 def _datastore(eng=None):
@@ -75,7 +94,7 @@ def cmd_validate(args) -> int:
 
     cutoff = _cutoff(args)
     eng = engine()
-    res = validate_file(args.path, args.format, _lengths(eng), cutoff)
+    res = validate_file(args.path, args.format, _lengths(eng), cutoff, columns=_columns(args))
     if args.json:
         print(json.dumps(res.as_dict(), indent=2, ensure_ascii=False))
         return 0 if res.ok else 1
@@ -95,13 +114,19 @@ def cmd_validate(args) -> int:
 def cmd_import(args) -> int:
     from pet.dataset import DatasetError, parse_file
 
-    res = parse_file(args.path, args.format)
-    if not res.ok:
+    res = parse_file(args.path, args.format, columns=_columns(args))
+    if not res.ok and not (args.skip_bad and res.partly_ok):
+        if res.partly_ok:
+            print(f"{len(res.examples)} good row(s) could be imported alone: add --skip-bad", file=sys.stderr)
         raise DatasetError(res.errors, f"{args.path}")
     for w in res.warnings:
         print(f"warning: {w}")
+    for e in res.errors:
+        print(f"skipped: {e}", file=sys.stderr)
     ds = _datastore()
     note = f"imported {len(res.examples)} from {args.path.rsplit('/', 1)[-1]}"
+    if res.errors:
+        note += f" (skipped {len(res.bad_rows)} bad row(s))"
     if args.replace:
         base, _ = ds.current()
         v = ds.save(res.examples, base, note + " (replace)")
@@ -144,7 +169,9 @@ def cmd_stats(args) -> int:
     print(f"version {v}: {st['examples']} examples ({st['train']} train, {st['heldout']} held out)")
     print(f"tokens{est}: min {t['min']}, median {t['median']}, p90 {t['p90']}, max {t['max']}; "
           f"{t['over_cutoff']} over the cutoff of {t['cutoff']}")
-    for title, key in (("domains", "domains"), ("techniques", "techniques")):
+    print("length: " + ", ".join(f"{h['from']}-{h['to']}: {h['count']}" for h in t["histogram"] if h["count"]))
+    for title, key in (("domains", "domains"), ("techniques", "techniques"), ("languages", "languages"),
+                       ("points of view", "povs"), ("request styles", "styles"), ("turns", "turns")):
         print(f"{title}:")
         for tag, n in st[key].items():
             print(f"  {tag:<24} {n:>5}  {'#' * max(1, round(40 * n / max(1, st['examples'])))}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from dataclasses import replace
+from pathlib import Path
 
 from pet.commands import add
 
@@ -18,6 +21,10 @@ def register(sub) -> None:
     p = add(sub, "train", cmd_train, help="fine-tune a LoRA adapter on PET's examples (runs in the foreground)")
     src = p.add_mutually_exclusive_group()
     length = p.add_mutually_exclusive_group()
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--version", type=int, default=None, metavar="N",
+                      help="train on this saved dataset version (see `python -m pet data versions`); "
+                           "default: the latest, the one the Data tab and `pet data import` saved last")
     defaults = TrainConfig()
     for f in config_fields():
         flag = "--" + f.name.replace("_", "-")
@@ -25,7 +32,8 @@ def register(sub) -> None:
         default = getattr(defaults, f.name)
         if default not in (None, False):
             help_ += f" (default: {default})"
-        group = src if f.name in ("tier", "base") else length if f.name in ("epochs", "max_steps") else p
+        group = (src if f.name in ("tier", "base") else length if f.name in ("epochs", "max_steps")
+                 else data if f.name == "data" else p)
         if f.type in ("bool",):
             group.add_argument(flag, action="store_true", default=None, help=help_)
         elif f.name in _CHOICES:
@@ -63,18 +71,45 @@ def config_from_args(args):
     return cfg
 
 
+def dataset_version_file(cfg, version: int | None, store, runs: Path):
+    """Freeze a saved dataset version (default: the latest) into the run folder as the --data file.
+
+    Returns the config pointing at that file (and at its run folder) and the version used."""
+    from pet.dataset import write_atomic
+    from pet.datastore import DatasetStore
+    from pet.train.trainer import new_run_id
+
+    ds = DatasetStore(store)
+    v = ds.latest() if version is None else int(version)
+    examples = ds.get(v)  # an unknown version: PetError listing the versions there are
+    run_dir = Path(cfg.out) if cfg.out else runs / new_run_id()
+    path = write_atomic(run_dir / "examples.jsonl",
+                        "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples))
+    return replace(cfg, data=str(path), out=str(run_dir)), v, len(examples)
+
+
 def cmd_train(args) -> int:
+    from pet.commands import engine
     from pet.train.trainer import resume, train
 
     quiet = bool(os.environ.get("PET_TRAIN_QUIET"))
     cfg = config_from_args(args)
     if args.resume:
+        if args.version is not None:
+            args._parser.error("argument --resume: a resumed run keeps its own examples; leave out --version")
         summary = resume(args.resume, quiet=quiet)
     else:
+        eng = engine() if cfg.tier or cfg.data is None else None
         if cfg.tier:
-            from pet.commands import engine, tier_arg
+            from pet.commands import tier_arg
 
-            tier_arg(args._parser, engine(), cfg.tier)
+            tier_arg(args._parser, eng, cfg.tier)
+        if args.version is not None and args.version < 1:
+            args._parser.error(f"argument --version: must be a version number >= 1, got {args.version}")
+        if cfg.data is None:
+            cfg, v, n = dataset_version_file(cfg, args.version, eng.store, eng.settings.path("runs"))
+            print(f"training on dataset version {v} ({n} examples); choose another with --version N or --data FILE",
+                  file=sys.stderr)
         summary = train(cfg, quiet=quiet)
     if args.json:
         print(json.dumps(summary))

@@ -10,15 +10,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.config import REPO_ROOT
+from pet.config import PARAM_TYPES, REPO_ROOT, ThreadBudget
 from pet.train import checkpoint
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
@@ -29,16 +31,30 @@ _children: dict[int, subprocess.Popen] = {}  # reaped on every look, so a finish
 
 
 class JobRunning(PetError):
-    def __init__(self, run_id: str):
+    def __init__(self, run_id: str, limit: int = 1):
         self.run_id = run_id
-        super().__init__(f"training job {run_id} is still running: one job at a time. "
-                         "Wait for it to finish or cancel it first.")
+        at_a_time = "one job at a time" if limit == 1 else f"{limit} jobs at a time"
+        super().__init__(f"training job {run_id} is still running: {at_a_time} (PET_MAX_JOBS={limit}). "
+                         "Wait for it to finish or cancel it first, or raise PET_MAX_JOBS if the machine "
+                         "has the cores and memory for more.")
 
 
 def runs_dir(home: Path) -> Path:
     p = Path(home) / "runs"
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def run_path(home: Path, run_id: str) -> Path:
+    """The folder of run `run_id`, refusing ids that would point elsewhere (`../x`, `/etc`, `a/b`)."""
+    rid = str(run_id or "").strip()
+    if not _RUN_ID.fullmatch(rid) or ".." in rid:
+        raise PetError(f"run id {rid[:120]!r} is not a run id: use the id shown in the run history "
+                       "(letters, digits, '-', '_' and '.', e.g. 20250101-120000-ab12)")
+    return runs_dir(home) / rid
 
 
 def _alive(pid: int | None) -> bool:
@@ -130,13 +146,32 @@ def list_runs(home: Path) -> list[dict]:
     return [info(d) for d in sorted(dirs, key=lambda d: d.name, reverse=True)]
 
 
-def active(home: Path) -> dict | None:
-    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+def live_ids(home: Path) -> list[str]:
+    """Ids of the running jobs, newest first (reads only their status files: cheap enough per request)."""
+    out = []
     for d in sorted(runs_dir(home).iterdir(), reverse=True):
         st = _read_json(d / "status.json")
         if st.get("state") in LIVE and _alive(st.get("pid")):
-            return info(d)
-    return None
+            out.append(d.name)
+    return out
+
+
+def active(home: Path) -> dict | None:
+    """The running job, if any: what a reloaded page or a restarted app reattaches to."""
+    ids = live_ids(home)
+    return info(runs_dir(home) / ids[0]) if ids else None
+
+
+def child_env(home: Path, train_threads: int, tiers_path: Path | None = None) -> dict:
+    """The training child's environment: its share of the CPU for torch and every BLAS/OpenMP pool,
+    so it and the app's models together use the machine's cores, not twice as many."""
+    n = str(max(1, int(train_threads)))
+    env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1", PET_TRAIN_THREADS=n,
+               OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, NUMEXPR_NUM_THREADS=n,
+               VECLIB_MAXIMUM_THREADS=n)
+    if tiers_path:
+        env["PET_TIERS"] = str(tiers_path)
+    return env
 
 
 def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
@@ -158,15 +193,18 @@ def command(cfg: TrainConfig, run_dir: Path) -> list[str]:
     return cmd
 
 
-def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None) -> str:
-    """Start a job in the background; return its run id. A second start while one runs is refused."""
+def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples: list[dict] | None = None,
+          threads: ThreadBudget | None = None) -> str:
+    """Start a job in the background; return its run id. Past `threads.max_jobs` running jobs
+    (PET_MAX_JOBS, default 1) a start is refused. The child gets `threads.train` threads."""
     cfg.check()
+    threads = threads or ThreadBudget.from_env()
     runs = runs_dir(home)
     with open(runs / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two tabs pressing Start together still get one job
-        cur = active(home)
-        if cur:
-            raise JobRunning(cur["id"])
+        live = live_ids(home)
+        if len(live) >= threads.max_jobs:
+            raise JobRunning(live[0], threads.max_jobs)
         run_id = new_run_id()
         run_dir = runs / run_id
         run_dir.mkdir()
@@ -177,17 +215,14 @@ def start(home: Path, cfg: TrainConfig, tiers_path: Path | None = None, examples
                     f.write(json.dumps(e, ensure_ascii=False) + "\n")
             cfg = TrainConfig(**{**asdict(cfg), "data": str(data)})
         cmd = command(cfg, run_dir)
-        proc = _spawn(home, run_dir, cmd, tiers_path)
+        proc = _spawn(run_dir, cmd, child_env(home, threads.train, tiers_path))
         if not (run_dir / "status.json").exists():
             write_json(run_dir / "status.json", {"state": "starting", "pid": proc.pid, "started": time.time(),
                                                  "command": cmd})
     return run_id
 
 
-def _spawn(home: Path, run_dir: Path, cmd: list[str], tiers_path: Path | None) -> subprocess.Popen:
-    env = dict(os.environ, PET_HOME=str(home), PET_TRAIN_QUIET="1", PYTHONUNBUFFERED="1")
-    if tiers_path:
-        env["PET_TIERS"] = str(tiers_path)
+def _spawn(run_dir: Path, cmd: list[str], env: dict) -> subprocess.Popen:
     # stderr (warnings, a native crash) goes to the same train.log the child writes its lines to.
     err = open(run_dir / "train.log", "ab")
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -197,22 +232,27 @@ def _spawn(home: Path, run_dir: Path, cmd: list[str], tiers_path: Path | None) -
     return proc
 
 
-def resume(home: Path, run_id: str, tiers_path: Path | None = None) -> str:
-    """Continue an interrupted (or cancelled, or failed) run from its last checkpoint, in the background."""
+def resume(home: Path, run_id: str, tiers_path: Path | None = None, threads: ThreadBudget | None = None) -> str:
+    """Continue an interrupted (or cancelled, or failed) run from its last checkpoint, in the background,
+    under the same job limit and CPU share as `start`."""
+    threads = threads or ThreadBudget.from_env()
     runs = runs_dir(home)
-    run_dir = runs / run_id
+    run_dir = run_path(home, run_id)
     if not run_dir.is_dir():
         raise PetError(f"no training run {run_id!r} in {runs}")
     with open(runs / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        cur = active(home)
-        if cur:
-            raise JobRunning(cur["id"])
+        live = live_ids(home)
+        if run_dir.name in live:
+            raise PetError(f"run {run_dir.name} is still running: nothing to resume")
+        if len(live) >= threads.max_jobs:
+            raise JobRunning(live[0], threads.max_jobs)
         ok, why = checkpoint.resumable(run_dir)
         if not ok:
             raise PetError(why)
         (run_dir / CANCEL_FILE).unlink(missing_ok=True)
-        proc = _spawn(home, run_dir, [sys.executable, "-m", "pet", "train", "--resume", str(run_dir)], tiers_path)
+        proc = _spawn(run_dir, [sys.executable, "-m", "pet", "train", "--resume", str(run_dir)],
+                      child_env(home, threads.train, tiers_path))
         st = _read_json(run_dir / "status.json")
         st.update(state="starting", pid=proc.pid, error=None, phase="loading", phase_detail="resuming")
         write_json(run_dir / "status.json", st)
@@ -221,7 +261,7 @@ def resume(home: Path, run_id: str, tiers_path: Path | None = None) -> str:
 
 def cancel(home: Path, run_id: str, wait_s: float = 0.0) -> dict:
     """Ask the trainer to stop (SIGTERM): it saves the adapter it has and marks the run cancelled."""
-    run_dir = runs_dir(home) / run_id
+    run_dir = run_path(home, run_id)
     if not run_dir.is_dir():
         raise PetError(f"no training run {run_id!r} in {runs_dir(home)}")
     cur = info(run_dir)
@@ -248,7 +288,17 @@ def _toml_value(v) -> str:
 
 
 def save_overlay_tier(overlay: Path, spec) -> None:
-    """Write (or replace) one tier in PET_HOME/tiers.local.toml, atomically, keeping the others."""
+    """Write (or replace) one tier in PET_HOME/tiers.local.toml, atomically, keeping the others.
+
+    Read-modify-write under an exclusive lock: two clicks (or the app and the CLI) saving tiers at the
+    same time would otherwise each write the file they read, and one tier would be lost."""
+    overlay.parent.mkdir(parents=True, exist_ok=True)
+    with open(overlay.with_name(overlay.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _save_overlay_tier(overlay, spec)
+
+
+def _save_overlay_tier(overlay: Path, spec) -> None:
     import tomllib
 
     tables = {}
@@ -256,7 +306,7 @@ def save_overlay_tier(overlay: Path, spec) -> None:
         tables = tomllib.loads(overlay.read_text(encoding="utf-8")).get("tiers", {})
     entry = {"backend": spec.backend, "model": spec.model, "system_prompt": spec.system_prompt,
              "adapter": spec.adapter, "template": spec.template, "description": spec.description, "host": spec.host,
-             "params": {k: v for k, v in spec.params.as_dict().items() if v is not None}}
+             "params": {k: v for k, v in spec.params.as_dict().items() if v is not None and k in PARAM_TYPES}}
     tables[spec.name] = {k: v for k, v in entry.items() if v not in (None, "")}
     lines = ["# Tiers saved by PET Studio (a fine-tuned adapter made a tier). Each table replaces or adds",
              "# the tier of that name in the tiers file. Delete a table to go back to the file's version.", ""]
@@ -267,7 +317,7 @@ def save_overlay_tier(overlay: Path, spec) -> None:
             lines.append(f"[tiers.{name}.params]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in t["params"].items()]
         lines.append("")
-    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}")
+    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}.{threading.get_ident()}")
     tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, overlay)
 
@@ -284,7 +334,7 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
     from pet.adapters import base_identity, check_base, read_adapter
     from pet.config import OVERLAY_FILE
 
-    run = info(runs_dir(engine.settings.home) / run_id)
+    run = info(run_path(engine.settings.home, run_id))
     if run["state"] not in ("finished", "cancelled") or not run["adapter"]:
         raise PetError(f"run {run_id} is {run['state']} and has no finished adapter to use")
     if (run["final"] or {}).get("adapter_is_start"):
@@ -292,9 +342,9 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
                        "its adapter is not offered as an upgrade")
     adapter = read_adapter(run["adapter"])
     spec = engine.tiers.spec(target)
-    if spec.backend == "ollama":
-        raise PetError(f"tier {target!r} runs on Ollama, which cannot apply a LoRA adapter: choose a llama.cpp "
-                       "or hf tier")
+    if spec.backend in ("ollama", "openai"):
+        raise PetError(f"tier {target!r} runs on a model server ({spec.backend}), which PET cannot give a LoRA "
+                       "adapter: choose a llama.cpp or hf tier")
     ref = models.resolve(spec.model, spec.backend, engine.settings.path("models"))
     check_base(adapter, base_identity(ref.ref, ref.path))
     name = new_name or target

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pet import PetError
+from pet.dataset import TRAIN_CUTOFF
 
 IGNORE = -100
 RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter",
@@ -52,7 +53,8 @@ class TrainConfig:
 
     tier: str | None = _f("enhanced", "tier whose model, chat template and system prompt to train on")
     base: str | None = _f(None, "model to train instead of a tier's (a folder, a .gguf file or a hub id)")
-    data: str | None = _f(None, "examples file (.jsonl with {\"messages\": [...]}); default: the shipped examples")
+    data: str | None = _f(None, "examples file (.jsonl with {\"messages\": [...]}); default: the latest saved "
+                                "dataset version (see --version)")
     epochs: float = _f(2.0, "passes over the training split (ignored when max_steps is set)")
     max_steps: int | None = _f(None, "stop after this many optimizer steps")
     lora_r: int = _f(16, "LoRA rank: the adapter's capacity; 8-32 is typical")
@@ -64,8 +66,8 @@ class TrainConfig:
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
     batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
     grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
-    max_seq_len: int = _f(768, "longest tokenised conversation kept, the tier's system prompt included "
-                               "(examples stay under 512 tokens; the prompt adds about 110); longer ones are truncated")
+    max_seq_len: int = _f(TRAIN_CUTOFF, "longest tokenised conversation kept, the tier's system prompt included "
+                                        "(the Data tab warns against the same number); longer ones are truncated")
     seed: int = _f(0, "random seed for LoRA init, shuffling and dropout")
     eval_every: int | None = _f(None, "held-out loss every N steps (default: about 8 times per run)")
     early_stop: int | None = _f(None, "stop when the held-out loss has not improved for N evaluations")
@@ -87,11 +89,14 @@ class TrainConfig:
     def problems(self) -> list[str]:
         p = []
         checks = [
-            ("epochs", self.epochs > 0, "must be > 0"),
-            ("max_steps", self.max_steps is None or self.max_steps > 0, "must be > 0"),
+            # Upper bounds too: an absurd value (1e9 epochs, inf) is refused here, naming the range,
+            # instead of running for ever or overflowing somewhere deep in the loop.
+            ("epochs", 0 < self.epochs <= 1000, "must be between 0 (exclusive) and 1000"),
+            ("max_steps", self.max_steps is None or 0 < self.max_steps <= 10_000_000,
+             "must be between 1 and 10,000,000"),
             ("lora_r", 0 < self.lora_r <= 1024, "must be between 1 and 1024"),
             ("end_weight", 0 < self.end_weight <= 100, "must be between 0 (exclusive) and 100"),
-            ("lora_alpha", self.lora_alpha > 0, "must be > 0"),
+            ("lora_alpha", 0 < self.lora_alpha <= 16384, "must be between 1 and 16384"),
             ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
             ("lr", self.lr is None or 0 < self.lr <= 1, "must be in (0, 1]"),
             ("method", self.method in ("lora", "full"), "must be lora or full"),
@@ -101,8 +106,10 @@ class TrainConfig:
             ("grad_accum", 0 < self.grad_accum <= 1024, "must be between 1 and 1024"),
             ("max_seq_len", 16 <= self.max_seq_len <= 131072, "must be between 16 and 131072"),
             ("seed", 0 <= self.seed < 2**31, "must be between 0 and 2^31-1"),
-            ("eval_every", self.eval_every is None or self.eval_every > 0, "must be > 0"),
-            ("early_stop", self.early_stop is None or self.early_stop > 0, "must be > 0"),
+            ("eval_every", self.eval_every is None or 0 < self.eval_every <= 10_000_000,
+             "must be between 1 and 10,000,000 steps"),
+            ("early_stop", self.early_stop is None or 0 < self.early_stop <= 10_000,
+             "must be between 1 and 10,000 evaluations"),
             ("device", self.device in ("auto", "cpu", "cuda"), "must be auto, cpu or cuda"),
             ("precision", self.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
             ("target_modules", bool(self.modules()), "name at least one linear layer, e.g. q_proj,v_proj"),
@@ -425,8 +432,8 @@ def resolve_source(cfg: TrainConfig, on_convert=None):
 
     eng = Engine(settings)
     spec = eng.tiers.spec(cfg.tier)
-    if spec.backend == "ollama":
-        raise PetError(f"tier {cfg.tier!r} runs on Ollama, whose weights PET cannot train: "
+    if spec.backend in ("ollama", "openai"):
+        raise PetError(f"tier {cfg.tier!r} runs on a model server ({spec.backend}), whose weights PET cannot train: "
                        "use --base with a Hugging Face id or a local model folder")
     ref = models.resolve(spec.model, spec.backend, models_dir)
     folder = models.hf_folder(ref, cache, on_convert=on_convert)
@@ -491,6 +498,11 @@ def train(cfg: TrainConfig, run_dir: Path | None = None, quiet: bool = False, re
         import torch
         from accelerate import Accelerator
 
+        if os.environ.get("PET_TRAIN_THREADS"):  # the job's share of the CPU (pet/train/jobs.py child_env)
+            from pet.config import ThreadBudget
+
+            torch.set_num_threads(ThreadBudget.from_env().train)
+            log.info("using %d CPU threads (PET_TRAIN_THREADS)", torch.get_num_threads())
         device = pick_device(cfg.device)
         acc = Accelerator(cpu=device == "cpu")
         summary = _train(cfg, run, acc, device, torch, resume=resume)
@@ -681,6 +693,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
         best = (ck["best"][0], ck["best"][1],
                 {n: best_weights[n].to(params[n].device) for n in params} if cfg.keep_best and best_weights else None)
         warm_tokens, warm_time = ck["warm"]
+        seen_tokens, train_s = ck.get("seen", (0, 0.0))  # checkpoints from before these counters: from 0
         prog.__dict__.update(ck["progress"])
         run.truncate_metrics(step)
         log.info("resumed from the checkpoint at step %d of %d (epoch %d)", step, total, epoch + 1)
@@ -697,6 +710,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
         evals = [(0, before)]
         best = (before, 0, snapshot())  # (loss, step, weights): step 0 is the untrained starting point
         since_best, warm_tokens, warm_time = 0, 0, 0.0
+        seen_tokens, train_s = 0, 0.0  # every step, evaluations left out: what benchmarks compare at equal loss
     stopped_early = False
     torch_rng = torch.get_rng_state()  # as it was after the last completed step: what a resume restores
     position = (epoch, groups_done, rng.getstate())
@@ -709,7 +723,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
             "step": step, "epoch": position[0], "groups_done": position[1], "epoch_rng": position[2],
             "torch_rng": torch_rng, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "evals": evals, "best": (best[0], best[1]), "since_best": since_best, "before": before,
-            "warm": (warm_tokens, warm_time), "data_sha256": sha,
+            "warm": (warm_tokens, warm_time), "seen": (seen_tokens, train_s), "data_sha256": sha,
             "progress": {k: v for k, v in prog.__dict__.items() if k in (
                 "step_times", "first_step", "eval_s", "eval_tok_s", "train_tok_s")}})
 
@@ -748,12 +762,14 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
             torch_rng, position = torch.get_rng_state(), (epoch, gi + 1, epoch_rng)
             dt = time.perf_counter() - t_step
             prog.record_step(dt, step_tokens * acc.num_processes)
+            seen_tokens, train_s = seen_tokens + step_tokens * acc.num_processes, train_s + dt
             if step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
                 warm_tokens += step_tokens * acc.num_processes
                 warm_time += dt
             rate = warm_tokens / warm_time if warm_time else step_tokens / dt
             row = dict(step=step, epoch=round(epoch + (gi + 1) / len(groups), 3), loss=round(step_loss / max(1, step_n), 5),
-                       lr=lr_used, tokens_per_s=round(rate, 1), eta_s=prog.eta(step),
+                       lr=lr_used, tokens_per_s=round(rate, 1), tokens=seen_tokens, train_s=round(train_s, 3),
+                       eta_s=prog.eta(step),
                        elapsed_s=round(time.perf_counter() - t_start, 2))
             evaluated = bool(held_set) and (step % eval_every == 0 or step == total)
             if evaluated:

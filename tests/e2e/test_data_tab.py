@@ -3,7 +3,6 @@ and saved, an earlier version is restored, and HTML inside an example never runs
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def test_upload_edit_restore(data_app, page):
     # 1. a bad file: every problem by row, Import stays disabled, nothing is written
     _upload(page, FIX / "bad.jsonl")
     report = page.locator("#data-upload-report")
-    report.get_by_text("cannot import: 6 problem(s)").wait_for()
+    report.get_by_text("cannot import the whole file: 6 problem(s) in 6 row(s)").wait_for()
     text = report.inner_text()
     for needle in ("row 2, messages[1].content: empty answer", "row 3, messages[1].role: unknown role 'bot'",
                    "row 4, messages[2].role: expected 'user'", "row 5, messages: must be a list",
@@ -101,19 +100,19 @@ def test_upload_edit_restore(data_app, page):
     info.get_by_text(f"{shipped + 3} matching").wait_for()
     page.locator('#data-table tr[data-row="1"]').click()
     page.locator("#data-editing").get_by_text("row 1 of version 2").wait_for()
-    box = page.locator("#data-messages textarea")
-    page.wait_for_function("document.querySelector('#data-messages textarea').value.includes('\"role\"')")
-    msgs = json.loads(box.input_value())
-    old_request = msgs[0]["content"] if msgs[0]["role"] == "user" else msgs[1]["content"]
-    bad = [dict(m) for m in msgs]
-    bad[-1]["role"] = "robot"
-    box.fill(json.dumps(bad))
-    page.locator("#data-check").get_by_text("unknown role 'robot'").wait_for()
-    edited = [dict(m) for m in msgs]
-    ui = next(i for i, m in enumerate(edited) if m["role"] == "user")
-    edited[ui]["content"] = "help me plan a team offsite for 12 people"
-    box.fill(json.dumps(edited))
+    req = page.locator("#data-request textarea")
+    ans = page.locator("#data-answer textarea")
+    page.wait_for_function("document.querySelector('#data-answer textarea').value.length > 0")
+    old_request, old_answer = req.input_value(), ans.input_value()
+    ui = 0
+    ans.fill("   ")
+    page.locator("#data-check").get_by_text("answer: empty answer").wait_for()
+    page.wait_for_function("document.querySelector('#data-save').disabled")
+    ans.fill(old_answer)
+    req.fill("help me plan a team offsite for 12 people")
     page.locator("#data-check").get_by_text(re.compile(r"ok: \d+ tokens")).wait_for()
+    # The check line said "ok" for the restored answer already: wait for the preview of the new request.
+    page.wait_for_function("document.querySelector('#data-preview').innerText.includes('help me plan a team offsite')")
     preview = page.locator("#data-preview").inner_text()
     assert "help me plan a team offsite" in preview
     assert "You are PET, a prompt engineer." in preview  # the tier's system prompt, as the trainer adds it
@@ -134,12 +133,17 @@ def test_upload_edit_restore(data_app, page):
     _table_shows(page, " ".join(old_request.split())[:40])
     assert [v["id"] for v in ds.versions()] == [4, 3, 2, 1]
 
-    # a version's name is shown as typed, never as markup
+    # a name with a '/' is refused with its fix (names end up in file names) and nothing changes
     page.fill("#data-version-name textarea", "<b>before edit</b>")
     page.locator("#data-name").click()
-    page.locator("#data-versions").get_by_text("<b>before edit</b>").wait_for()
+    page.get_by_text("no '/', '\\', '..' or leading '.'").first.wait_for()
+    assert ds.versions()[2]["name"] is None
+    # a version's name is shown as typed, never as markup
+    page.fill("#data-version-name textarea", "<b>before edit")
+    page.locator("#data-name").click()
+    page.locator("#data-versions").get_by_text("<b>before edit").wait_for()
     assert page.locator("#data-versions b").count() == 0
-    assert ds.versions()[2]["name"] == "<b>before edit</b>"
+    assert ds.versions()[2]["name"] == "<b>before edit"
 
     # 5. charts and export in every format
     page.locator("#data-chart-tokens .js-plotly-plot").wait_for()
@@ -171,9 +175,8 @@ def test_two_tabs_never_overwrite_each_other(data_app, browser):
         pg.locator("#data-info").get_by_text(f"version {latest} ·").wait_for()
         pg.locator("#data-new").click()
         pg.locator("#data-editing").get_by_text("a new row").wait_for()
-        pg.fill("#data-messages textarea", json.dumps([
-            {"role": "user", "content": "help me write a polite reminder email"},
-            {"role": "assistant", "content": "You are an assistant who writes short, polite reminder emails."}]))
+        pg.fill("#data-request textarea", "help me write a polite reminder email")
+        pg.fill("#data-answer textarea", "You are an assistant who writes short, polite reminder emails.")
         pg.locator("#data-check").get_by_text("ok:").wait_for()
     tabs[0].locator("#data-save").click()
     tabs[0].locator("#data-status").get_by_text(f"Saved as version {latest + 1}").wait_for()

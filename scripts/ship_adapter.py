@@ -1,0 +1,112 @@
+"""Ship a finished run's adapter under assets/adapters/NAME: PEFT weights in bf16, the GGUF adapter in
+f16 (what llama.cpp tiers load), pet_adapter.json, and run.json (the exact command, the data's SHA-256,
+the held-out losses and the training speed), so the shipped tier can be retrained and checked.
+
+    python scripts/ship_adapter.py RUN_DIR NAME --command "python -m pet train ..."
+
+The repository's rule: adapters only, 30 MB a file, 64 MB under assets/adapters in all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pet.train import jobs  # noqa: E402
+
+FILE_LIMIT = 30 * 2**20
+TOTAL_LIMIT = 64 * 2**20
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pet import export
+
+    src = run_dir / "adapter"
+    if not (src / "adapter_model.safetensors").is_file():
+        raise SystemExit(f"{src} has no adapter_model.safetensors: is the run finished?")
+    dest = ROOT / "assets" / "adapters" / name
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in ("adapter_config.json", "pet_adapter.json"):
+        shutil.copy2(src / f, tmp / f)
+    tensors = load_file(str(src / "adapter_model.safetensors"))
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    export.write_gguf_adapter(src, tmp / "adapter.gguf")  # from the run's own (fp32) weights
+    info = jobs.info(run_dir)
+    final = json.loads((run_dir / "final_eval.json").read_text(encoding="utf-8"))
+    cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    metrics = [json.loads(line) for line in open(run_dir / "metrics.jsonl", encoding="utf-8") if line.strip()]
+    data_file = ROOT / cfg["resolved"]["data_path"] if not Path(cfg["resolved"]["data_path"]).is_absolute() \
+        else Path(cfg["resolved"]["data_path"])
+    record = {
+        "command": commands,
+        "data_file": str(data_file.relative_to(ROOT)) if data_file.is_relative_to(ROOT) else str(data_file),
+        "data_file_sha256": sha256(data_file) if data_file.is_file() else None,
+        "data_sha256": (run_dir / "data_sha256").read_text().strip(),
+        "data_sha256_means": "pet.dataset.examples_sha256 of the exact train-split examples trained on",
+        "train_examples": cfg["resolved"]["train_examples"],
+        "heldout_examples": cfg["resolved"]["heldout_examples"],
+        "base_model": cfg["resolved"]["base"],
+        "template": cfg["resolved"]["template"],
+        "system_prompt": cfg["resolved"]["system_prompt"],
+        "method": f"peft-lora-{cfg['resolved']['precision']}",
+        "lora_r": cfg["lora_r"], "lora_alpha": cfg["lora_alpha"], "lr": cfg["lr"],
+        "batch": f"{cfg['batch_size']} x {cfg['grad_accum']} accumulation", "epochs": cfg["epochs"],
+        "max_steps": cfg["max_steps"], "end_weight": cfg["end_weight"], "seed": cfg["seed"],
+        "evals": [{"step": m["step"], "eval_loss": m["eval_loss"]} for m in metrics if m.get("eval_loss") is not None],
+        "final_eval": final,
+        "status": info.get("state"),
+        "shipped_as": {"peft": "adapter_model.safetensors (bf16)", "gguf": "adapter.gguf (f16)"},
+    }
+    (tmp / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    big = [p.name for p in tmp.iterdir() if p.stat().st_size > FILE_LIMIT]
+    if big:
+        raise SystemExit(f"over 30 MB a file: {big}; train a smaller rank")
+    others = sum(p.stat().st_size for d in (ROOT / "assets" / "adapters").iterdir()
+                 if d.is_dir() and d.name not in (name, tmp.name) for p in d.iterdir())
+    total = others + sum(p.stat().st_size for p in tmp.iterdir())
+    if total > TOTAL_LIMIT:
+        raise SystemExit(f"assets/adapters would hold {total / 2**20:.1f} MB, over 64 MB")
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir")
+    ap.add_argument("name")
+    ap.add_argument("--command", action="append", default=[], help="the command(s) that trained it")
+    a = ap.parse_args(argv)
+    dest = ship(Path(a.run_dir), a.name, a.command)
+    for p in sorted(dest.iterdir()):
+        print(f"{p.stat().st_size / 2**20:7.1f} MB  {p.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
