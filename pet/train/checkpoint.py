@@ -5,6 +5,9 @@ run), the optimizer and scheduler states, the random states (the epoch's batch o
 the step and the position in the epoch, and the evaluation history that keep-best and early stopping
 use. It is written at each evaluation, every --save-every steps and on cancel, to a temporary
 folder swapped in whole, so a kill at any moment leaves the previous checkpoint intact.
+
+No pickle (PET loads nothing through it): the rest of the state is JSON (state.json) whose tensors
+(optimizer moments, torch's random state) sit in state.safetensors, referenced by key.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ def save(run_path: Path, weights: dict, best: dict | None, state: dict) -> None:
     save_file({k: v.detach().float().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
     if best:
         save_file({k: v.float().contiguous().cpu() for k, v in best.items()}, str(tmp / "best.safetensors"))
-    torch.save(state, tmp / "state.pt")
+    tensors: dict = {}
+    (tmp / "state.json").write_text(json.dumps(_pack(state, tensors, torch)), encoding="utf-8")
+    save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "step").write_text(str(state["step"]))  # readable without torch (the UI)
     old = run_path / f"{FOLDER}.old{os.getpid()}"
     if target.exists():
@@ -46,9 +51,41 @@ def load(run_path: Path) -> tuple[dict, dict | None, dict]:
     folder = run_path / FOLDER
     weights = load_file(str(folder / "weights.safetensors"))
     best = load_file(str(folder / "best.safetensors")) if (folder / "best.safetensors").exists() else None
-    # Our own file: it holds Python random states (tuples), which weights_only loading refuses.
-    state = torch.load(folder / "state.pt", weights_only=False)
+    if not (folder / "state.json").exists():
+        raise PetError(f"--resume: the checkpoint in {folder} is from an earlier PET version (no state.json); "
+                       "start the run again")
+    tensors = load_file(str(folder / "state.safetensors"))
+    state = _unpack(json.loads((folder / "state.json").read_text(encoding="utf-8")), tensors)
     return weights, best, state
+
+
+def _pack(obj, tensors: dict, torch):
+    """JSON for `obj`, keeping what JSON would lose: tensors (stored apart), tuples, non-string keys."""
+    if torch.is_tensor(obj):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().clone().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_pack(x, tensors, torch) for x in obj]}
+    if isinstance(obj, list):
+        return [_pack(x, tensors, torch) for x in obj]
+    if isinstance(obj, dict):
+        return {"__dict__": [[_pack(k, tensors, torch), _pack(v, tensors, torch)] for k, v in obj.items()]}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint state: cannot store a {type(obj).__name__}")
+
+
+def _unpack(obj, tensors: dict):
+    if isinstance(obj, list):
+        return [_unpack(x, tensors) for x in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_unpack(x, tensors) for x in obj["__tuple__"])
+        return {_unpack(k, tensors): _unpack(v, tensors) for k, v in obj["__dict__"]}
+    return obj
 
 
 def step_of(run_path: Path) -> int | None:
