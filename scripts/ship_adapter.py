@@ -51,7 +51,7 @@ def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
     tensors = load_file(str(src / "adapter_model.safetensors"))
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-    export.write_gguf_adapter(src, tmp / "adapter.gguf")  # from the run's own (fp32) weights
+    export.write_gguf_adapter(src, tmp / "adapter.gguf")  # from the run's own weights (fp32 in older runs)
     info = jobs.info(run_dir)
     final = json.loads((run_dir / "final_eval.json").read_text(encoding="utf-8"))
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -70,7 +70,7 @@ def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
         "template": cfg["resolved"]["template"],
         "system_prompt": cfg["resolved"]["system_prompt"],
         "method": f"peft-lora-{cfg['resolved']['precision']}",
-        "lora_r": cfg["lora_r"], "lora_alpha": cfg["lora_alpha"], "lr": cfg["lr"],
+        "lora_r": cfg["lora_r"], "lora_alpha": cfg["lora_alpha"], "lr": cfg["lr"] or cfg["resolved"].get("lr"),
         "batch": f"{cfg['batch_size']} x {cfg['grad_accum']} accumulation", "epochs": cfg["epochs"],
         "max_steps": cfg["max_steps"], "end_weight": cfg["end_weight"], "seed": cfg["seed"],
         "evals": [{"step": m["step"], "eval_loss": m["eval_loss"]} for m in metrics if m.get("eval_loss") is not None],
