@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pet import PetError
+from pet.files import write_atomic
 
 WINNERS = ("a", "b", "tie", "bothbad")  # verdicts: what a human can vote and what ratings count
 UNPARSED = "unparsed"  # a judge reply that could not be read: stored so it is not asked again, never rated
@@ -699,14 +700,7 @@ def export(rows: Iterable[dict], fmt: str, out: str | Path) -> int:
         raise PetError(f"{out} is a folder: give a file path such as {out / ('arena_' + fmt + '.jsonl')}")
     if not out.parent.exists():
         raise PetError(f"folder {out.parent} does not exist: create it or choose another --out")
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in recs:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     return len(recs)
 
 

@@ -73,13 +73,13 @@ import io
 import os
 import re
 import statistics
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pet import PetError
+from pet.files import write_atomic  # noqa: F401  (pet/commands/train.py imports it from here)
 
 FORMATS = ("messages", "alpaca", "sharegpt", "chatml", "csv")
 EXPORT_FORMATS = ("jsonl", "csv", "alpaca", "sharegpt")
@@ -938,25 +938,6 @@ def export_text(examples: list[dict], fmt: str) -> str:
             rec = {"conversations": conv}
         out.append({**rec, **tags})
     return json.dumps(out, ensure_ascii=False, indent=1) + "\n"
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same folder + os.replace: never a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except OSError as e:  # a full disk, a file-size limit, a read-only folder: say so, leave nothing behind
-        Path(tmp).unlink(missing_ok=True)
-        raise PetError(f"could not write {p}: {e.strerror or e}; nothing was written (an earlier file of that "
-                       "name is unchanged): free some space or choose another folder") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def export(examples: list[dict], fmt: str, path: str | Path) -> Path:
