@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from pages import Live
 from pet import PetError, arena, compare
+from pet.backends.base import stats_line
 from pet.display import literal_html
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
@@ -40,8 +41,7 @@ def reveal_text(b: dict) -> str:
         s = b.get(f"stats_{side}") or {}
         tier = b[f"tier_{side}"]
         return (f"**Model {side.upper()}** was **{html.escape(tier)}** "
-                f"({html.escape(b[f'ident_{side}'].get('model', ''))}) · TTFT {s.get('ttft_s', 0):.2f} s · "
-                f"{s.get('tok_s', 0):.1f} tok/s · {s.get('tokens', 0)} tokens")
+                f"({html.escape(b[f'ident_{side}'].get('model', ''))}) · {stats_line(s)}")
     return (f"Your vote: **{VOTE_TEXT[b['voted']]}** (you can change it until the next battle)\n\n"
             f"{line('a')}  \n{line('b')}")
 

@@ -127,7 +127,7 @@ def build(engine) -> dict:
                                                                            f"{reason}"}]
             yield shown, hist, st, message, f"⚠️ {tier_name} could not answer: pick another tier and send again."
             return
-        final = Stats(chunk.tokens, chunk.ttft_s, chunk.elapsed_s, chunk.finish_reason) if chunk else Stats()
+        final = Stats.of(chunk)
         hist = asked + [{"role": "assistant", "content": answer}]
         line = f"{tier_name}: {final.line()}"
         st = st + [line]

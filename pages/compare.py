@@ -13,6 +13,7 @@ import gradio as gr
 
 from pages import Live
 from pet import PetError, compare
+from pet.backends.base import stats_line
 from pet.display import literal_html
 
 SLOTS = 8  # the most tiers one comparison shows side by side
@@ -22,7 +23,7 @@ def stats_line(col: dict) -> str:
     s = col.get("stats")
     if col.get("error") or not s:
         return ""
-    return f"TTFT {s['ttft_s']:.2f} s · {s['tok_s']:.1f} tok/s · {s['tokens']} tokens"
+    return stats_line(s)
 
 
 def answer_text(col: dict) -> str:

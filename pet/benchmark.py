@@ -484,9 +484,7 @@ def _generate(engine, tier: str, prompts: PromptSet, cfg: BenchConfig, track: Tr
         st, parts = Stats(), []
         for ch in engine.stream(tier, [{"role": "user", "content": it["prompt"]}], params):
             parts.append(ch.text)
-            st.tokens, st.ttft_s, st.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
-            if ch.done:
-                st.finish_reason = ch.finish_reason
+            st.update(ch)
             if ch.done or st.tokens % 16 == 0:
                 peak = max(peak, rss_mb())
         answer = "".join(parts)
