@@ -764,11 +764,8 @@ def better_example(v: dict) -> dict:
 
 def send_to_training(store, battle_id: str) -> int:
     """Add the human-preferred answer of a battle to the dataset as a new version; returns that version."""
-    try:
-        from pet.datastore import DatasetStore
-    except ImportError:
-        raise PetError("the dataset store (pet/datastore.py) is not installed in this build, "
-                       "so answers cannot be sent to the training set yet") from None
+    from pet.datastore import DatasetStore
+
     _ensure(store)
     rows = [v for v in votes(store, "human") if v["id"] == battle_id]
     if not rows:
@@ -780,34 +777,24 @@ def send_to_training(store, battle_id: str) -> int:
 
 # -- prompt sets -----------------------------------------------------------------------------------
 
-def heldout_prompts(parts_dir: Path | None = None, store=None) -> tuple[list[str], str]:
-    """The held-out examples' requests, and where they came from.
-
-    Prefers the dataset store's current version, then data/pet_examples.jsonl, then data/parts/*.jsonl.
-    """
+def heldout_prompts(store=None) -> tuple[list[str], str]:
+    """The held-out examples' requests, and where they came from: the dataset store's current version,
+    else (no store, or an unreadable seed file) the shipped data/pet_examples.jsonl."""
     from pet import dataset
 
     examples, source = None, ""
     if store is not None:
-        try:
-            from pet.datastore import DatasetStore
+        from pet.datastore import DatasetStore
 
+        try:
             version, examples = DatasetStore(store).current()
             source = f"dataset version {version}"
-        except (ImportError, PetError):  # no dataset store in this build, or an unreadable seed file
+        except PetError:
             examples = None
     if not examples:
+        examples, source = [], str(dataset.SHIPPED.name)
         if dataset.SHIPPED.exists():
-            examples, source = dataset.read_jsonl(dataset.SHIPPED), str(dataset.SHIPPED.name)
-        else:
-            parts = sorted((parts_dir or dataset.SHIPPED.parent / "parts").glob("*.jsonl"))
-            examples = []
-            for p in parts:
-                try:
-                    examples += dataset.read_jsonl(p)
-                except (OSError, ValueError):
-                    continue
-            source = "data/parts/*.jsonl"
+            examples = dataset.read_jsonl(dataset.SHIPPED)
     _, held = dataset.split([e for e in examples if isinstance(e, dict)])
     prompts = list(dict.fromkeys(p for p in (dataset.first_user(e).strip() for e in held) if p))
     return prompts, source

@@ -389,16 +389,12 @@ def test_heldout_prompts_come_from_the_examples(tmp_path, monkeypatch):
                          {"role": "assistant", "content": "better"}]} for k in range(60)]
     held = [dataset.first_user(e) for e in exs if dataset.is_heldout(e)]
     assert 0 < len(held) < 60
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    (parts / "p1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[:30]))
-    (parts / "p2.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[30:]))
-    monkeypatch.setattr(dataset, "SHIPPED", tmp_path / "missing.jsonl")
-    assert arena.heldout_prompts(parts) == (held, "data/parts/*.jsonl")
     shipped = tmp_path / "pet_examples.jsonl"
-    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
+    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs))
     monkeypatch.setattr(dataset, "SHIPPED", shipped)
-    assert arena.heldout_prompts(parts) == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
+    assert arena.heldout_prompts() == (held, "pet_examples.jsonl")
+    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
+    assert arena.heldout_prompts() == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
 
 
 def test_send_better_answer_to_training_set(tmp_path):
