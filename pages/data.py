@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 
 from pet import PetError
 from pet import dataview as dv
-from pet.dataset import EXPORT_FORMATS, FORMATS, TRAIN_CUTOFF, Lengths, export, parse_file, stats
+from pet.dataset import EXPORT_FORMATS, FORMATS, MAX_SEQ_LEN, Lengths, export, parse_file, stats
 from pet.templates import with_system
 from pet.datastore import DatasetStore
 
@@ -184,7 +184,7 @@ def build(engine) -> dict:
     def everything(version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
         rows, inf, p, tags = show(version, query, tg, pg)
         lengths = data.lengths
-        st = stats(data.index(version).examples, lengths, TRAIN_CUTOFF, data.ds.token_lengths(version, lengths))
+        st = stats(data.index(version).examples, lengths, MAX_SEQ_LEN, data.ds.token_lengths(version, lengths))
         return (version, rows, inf, p, tags, _versions(), *_charts(st))
 
     # One queue lane for the events that show or change versions: each runs after the previous one ends,

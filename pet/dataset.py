@@ -90,7 +90,8 @@ MAX_DEPTH = 16  # a real record nests 4 levels deep; anything near this is an at
 # Tokens: the one training cutoff. The trainer's default max_seq_len is this number, and it counts the whole
 # conversation as the trainer renders it, the tier's system prompt included; the Data tab and `pet data` warn
 # against the same number, measured the same way (Lengths).
-TRAIN_CUTOFF = 768
+MAX_SEQ_LEN = 768
+TRAIN_CUTOFF = MAX_SEQ_LEN  # the old name; pet/train/trainer.py still imports it (rename there after the merge)
 
 # CSV header names read as the request and the answer (compared lower-cased, punctuation as "_"); a header
 # that is none of these is still recognised by its words (REQUEST_WORDS, ANSWER_WORDS), and the Data tab
@@ -837,7 +838,7 @@ class Lengths:
         return n
 
 
-def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = TRAIN_CUTOFF) -> None:
+def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = MAX_SEQ_LEN) -> None:
     unit = "tokens" if lengths.exact else "tokens (estimated)"
     for ex, row in zip(res.examples, res.rows):
         n = lengths(ex)
@@ -846,7 +847,7 @@ def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = TRAIN_CUTO
                                         "the trainer will cut the end off"))
 
 
-def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = MAX_SEQ_LEN,
                   columns: dict | None = None) -> ParseResult:
     res = parse_file(path, fmt, columns=columns)
     if lengths is not None:
@@ -860,7 +861,7 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))]
 
 
-def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = MAX_SEQ_LEN,
           tokens: list[int] | None = None) -> dict:
     """Counts per tag and the token-length distribution (`tokens`: lengths already measured, if any)."""
     lengths = lengths or Lengths()

@@ -9,7 +9,7 @@ import html
 from dataclasses import dataclass
 
 from pet import PetError
-from pet.dataset import TEXT_TAGS, TRAIN_CUTOFF, Lengths, ParseResult, Problem, normalise, validate_example
+from pet.dataset import MAX_SEQ_LEN, TEXT_TAGS, Lengths, ParseResult, Problem, normalise, validate_example
 
 PAGE_SIZE = 25
 COLUMNS = ["#", "domain", "techniques", "request", "answer", "tokens"]
@@ -155,7 +155,7 @@ def from_form(base: dict | None, system: str, request: str, answer: str, domain:
     return (None, problems) if problems else (normalise(ex), [])
 
 
-def check_html(ex: dict | None, problems: list[Problem], lengths: Lengths | None, cutoff: int = TRAIN_CUTOFF) -> str:
+def check_html(ex: dict | None, problems: list[Problem], lengths: Lengths | None, cutoff: int = MAX_SEQ_LEN) -> str:
     """The editor's live verdict: every problem, or the token count against the training cutoff."""
     if problems:
         items = "".join(f"<li>{html.escape(str(p).removeprefix('file, '))}</li>" for p in problems)
