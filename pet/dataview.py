@@ -214,3 +214,22 @@ def versions_rows(versions: list[dict]) -> list[list]:
 
     return [[v["id"], v["name"] or "", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created"])),
              v["examples"], v["note"]] for v in versions]
+
+
+def put_row(examples: list[dict], i: int, ex: dict) -> tuple[int, str]:
+    """Put the editor's row into the list: replace row i, or append when i is not a row (a new row).
+    Returns the 0-based row it now is and the version note."""
+    if 0 <= i < len(examples):
+        examples[i] = ex
+        return i, f"edited row {i + 1}"
+    examples.append(ex)
+    return len(examples) - 1, f"added row {len(examples)}"
+
+
+def import_note(path: str, res: ParseResult) -> str:
+    """The version note of an import: how many rows from which file, and the bad rows skipped."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    note = f"imported {len(res.examples)} from {name}"
+    if res.errors:
+        note += f" (skipped {len(res.bad_rows)} bad row(s): {', '.join(map(str, res.bad_rows[:20]))})"
+    return note
