@@ -803,3 +803,55 @@ def heldout_prompts(store=None) -> tuple[list[str], str]:
 def parse_prompt_list(text: str) -> list[str]:
     """A user's prompt set: one prompt per line; blank lines and duplicates dropped."""
     return list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+
+
+# -- one battle, as the Arena tab runs it ---------------------------------------------------------------
+
+PROMPT_SOURCES = ("heldout", "list", "typed")
+
+
+def pick_prompt(source: str, text: str, typed: str, store=None, rng: random.Random | None = None) -> str:
+    """The prompt of a new battle: the one typed, or a random one from the user's list or the held-out examples."""
+    rng = rng or random.Random()
+    if source == "typed":
+        if not (typed or "").strip():
+            raise PetError("type a prompt first, or choose a prompt set")
+        return typed.strip()
+    if source == "list":
+        prompts = parse_prompt_list(text)
+        if not prompts:
+            raise PetError("your list is empty: paste prompts, one per line")
+    else:
+        prompts, _ = heldout_prompts(store=store)
+        if not prompts:
+            raise PetError("no held-out examples found: paste your own prompts, or type one")
+    return rng.choice(prompts)
+
+
+def leaderboard(engine, voter: str, rounds: int = DEFAULT_ROUNDS) -> dict:
+    """Ratings of one voter's votes, as the Arena shows them: the tiers that can run here, and which model
+    identity each tier has now (a replaced adapter is marked)."""
+    avail = [r["name"] for r in engine.tier_status() if r["available"]]
+    current = {t: model_key(t, identity(engine, t)) for t in engine.tiers.names()}
+    return ratings(votes(engine.store, voter), rounds=rounds, tiers=avail, current=current)
+
+
+def new_battle(left: str, right: str, prompt: str, temperature: float, max_new_tokens: int, seed: int | None,
+               session: str | None = None, rng: random.Random | None = None) -> dict:
+    """A pending battle as plain data (it lives in the page's gr.State until the vote). No seed: a random one."""
+    seed = int(seed) if seed not in (None, "") else (rng or random.Random()).randrange(2**31)
+    params = {"temperature": float(temperature), "max_new_tokens": int(max_new_tokens), "seed": seed}
+    return {"id": new_battle_id(), "tier_a": left, "tier_b": right, "prompt": prompt, "system": None,
+            "params": params, "seed": seed, "session": session, "done": False, "voted": None}
+
+
+def finish_battle(battle: dict, columns: list[dict]) -> dict:
+    """Put both streamed columns (pet.compare.stream_columns) into the battle. It can be judged (done) only
+    when both sides answered."""
+    for side, c in zip("ab", columns):
+        battle[f"answer_{side}"] = c["text"]
+        battle[f"stats_{side}"] = c["stats"] or {}
+        battle[f"ident_{side}"] = c["ident"]
+    battle["created"] = time.time()
+    battle["done"] = not any(c["error"] for c in columns)
+    return battle
