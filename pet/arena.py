@@ -420,16 +420,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     rows = one_vote_per_battle(rows)
     b = Battles.from_votes(rows)
     n = len(b.names)
-    tier_of, desc_of, now = {}, {}, {}
-    for r in rows:  # oldest first: the last identity seen for a tier is its latest
-        for side in ("a", "b"):
-            k = _key(r, side)
-            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
-            now[r[f"tier_{side}"]] = k
-    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
-    # current model: keep its name rather than calling it replaced.
-    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
-    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
+    tier_of, desc_of, now = _identities(rows, current)
     theta = bradley_terry(b, ridge)
     rating = to_rating(theta)
     boot = bootstrap(b, rounds, ridge, np.random.default_rng(seed), theta) if rounds else np.zeros((0, n))
@@ -443,25 +434,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     np.add.at(games, (b.right, b.left), 1)
     np.add.at(score, (b.left, b.right), b.score)
     np.add.at(score, (b.right, b.left), 1 - b.score)
-    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
-    table = []
-    for i, name in enumerate(b.names):
-        mine = (b.left == i) | (b.right == i)
-        s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
-        tier = tier_of[name]
-        is_now = now.get(tier) == name
-        label = tier if per_tier[tier] == 1 and is_now else \
-            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
-        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
-                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
-                      "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
-                      "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
-                      "ties": int((s_i == 0.5).sum())})
-        # An interval means something once there are a few battles and the resamples disagree at all.
-        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
-    # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
-    for row in table:
-        row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
+    table = _table_rows(b, rating, lo, hi, tier_of, desc_of, now)
     order = sorted(range(n), key=lambda i: -rating[i])
     labels = [table[i]["label"] for i in order]
     table = [table[i] for i in order]
@@ -491,6 +464,45 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
         "next_pair": nxt,
         "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
     }
+
+
+def _identities(rows: list[dict], current: dict[str, str] | None) -> tuple[dict, dict, dict]:
+    """From the votes (oldest first): each identity's tier and description, and each tier's identity now."""
+    tier_of, desc_of, now = {}, {}, {}
+    for r in rows:  # oldest first: the last identity seen for a tier is its latest
+        for side in ("a", "b"):
+            k = _key(r, side)
+            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
+            now[r[f"tier_{side}"]] = k
+    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
+    # current model: keep its name rather than calling it replaced.
+    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
+    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
+    return tier_of, desc_of, now
+
+
+def _table_rows(b: Battles, rating, lo, hi, tier_of: dict, desc_of: dict, now: dict) -> list[dict]:
+    """One leaderboard row per identity, in b.names order, ranked by interval overlap."""
+    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
+    table = []
+    for i, name in enumerate(b.names):
+        mine = (b.left == i) | (b.right == i)
+        s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
+        tier = tier_of[name]
+        is_now = now.get(tier) == name
+        label = tier if per_tier[tier] == 1 and is_now else \
+            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
+        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
+                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
+                      "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
+                      "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
+                      "ties": int((s_i == 0.5).sum())})
+        # An interval means something once there are a few battles and the resamples disagree at all.
+        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
+    # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
+    for row in table:
+        row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
+    return table
 
 
 def one_vote_per_battle(rows: Iterable[dict]) -> list[dict]:
