@@ -10,18 +10,20 @@ from __future__ import annotations
 import html
 import random
 import time
+from types import SimpleNamespace
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from pages import Live
 from pet import PetError, arena, compare
+from pet.backends.base import stats_line
 from pet.display import literal_html
 
 VOTES = (("a", "👈 A is better"), ("b", "👉 B is better"), ("tie", "🤝 Tie"), ("bothbad", "👎 Both bad"))
 VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": "both bad",
              arena.UNPARSED: "no verdict (the reply could not be read; left out of the ratings)"}
-SETS = ("Held-out examples", "My list (one per line)", "Type my own")
+SETS = ("Held-out examples", "My list (one per line)", "Type my own")  # arena.PROMPT_SOURCES, in this order
 _rng = random.Random()  # one per process: draws must not repeat across sessions
 
 
@@ -40,16 +42,9 @@ def reveal_text(b: dict) -> str:
         s = b.get(f"stats_{side}") or {}
         tier = b[f"tier_{side}"]
         return (f"**Model {side.upper()}** was **{html.escape(tier)}** "
-                f"({html.escape(b[f'ident_{side}'].get('model', ''))}) · TTFT {s.get('ttft_s', 0):.2f} s · "
-                f"{s.get('tok_s', 0):.1f} tok/s · {s.get('tokens', 0)} tokens")
+                f"({html.escape(b[f'ident_{side}'].get('model', ''))}) · {stats_line(s)}")
     return (f"Your vote: **{VOTE_TEXT[b['voted']]}** (you can change it until the next battle)\n\n"
             f"{line('a')}  \n{line('b')}")
-
-
-def leaderboard(engine, voter: str) -> dict:
-    avail = [r["name"] for r in engine.tier_status() if r["available"]]
-    current = {t: arena.model_key(t, arena.identity(engine, t)) for t in engine.tiers.names()}
-    return arena.ratings(arena.votes(engine.store, voter), rounds=1000, tiers=avail, current=current)
 
 
 def interval_text(r: dict) -> str:
@@ -113,7 +108,21 @@ def summary(human: dict, judge: dict, agreement: list[dict]) -> str:
 
 
 def build(engine) -> dict:
-    state = gr.State({})  # the pending battle: plain data
+    ui = SimpleNamespace(state=gr.State({}))  # the pending battle: plain data
+    for section in (_battle, _leaderboard, _export):
+        vars(ui).update(section(engine))
+    ui.board_outs = [ui.board_md, ui.board, ui.heat, ui.chart, ui.judge_board]
+    for wire in (_wire_battle, _wire_votes, _wire_board):
+        wire(ui, engine)
+    live = Live(ui.judge_tier, key=lambda: engine.tiers.generation,
+                update=lambda value, old: gr.update(choices=engine.tiers.names()))
+    return {"new": ui.new, "buttons": ui.buttons, "state": ui.state, "refresh": ui.refresh,
+            "on_load": (lambda: refresh_board(engine), ui.board_outs), "live": [live]}
+
+
+# --- layout ---
+
+def _battle(engine) -> dict:
     base = engine.tiers.spec(engine.tiers.names()[0]).params  # the shared settings start from the tiers file's
     with gr.Row():
         source = gr.Radio(list(SETS), value=SETS[0], label="Prompt set", elem_id="arena-set", scale=2)
@@ -142,7 +151,11 @@ def build(engine) -> dict:
         buttons = [gr.Button(label, interactive=False, elem_id=f"arena-vote-{key}") for key, label in VOTES]
     reveal = gr.Markdown("", elem_id="arena-reveal")
     to_train = gr.Button("➕ Send the better answer to the training set", interactive=False, elem_id="arena-train")
+    return dict(source=source, plist=plist, prompt=prompt, temperature=temperature, max_new=max_new, seed=seed,
+                new=new, info=info, ans_a=ans_a, ans_b=ans_b, buttons=buttons, reveal=reveal, to_train=to_train)
 
+
+def _leaderboard(engine) -> dict:
     with gr.Accordion("Leaderboard", open=True):
         refresh = gr.Button("Refresh leaderboard", elem_id="arena-refresh")
         board_md = gr.Markdown("", elem_id="arena-summary")
@@ -160,6 +173,11 @@ def build(engine) -> dict:
             judge_n = gr.Slider(1, 50, 5, step=1, label="Battles to judge", scale=2)
             judge_btn = gr.Button("Judge human-voted battles (both orders)", elem_id="arena-judge", scale=2)
         judge_md = gr.Markdown("", elem_id="arena-judge-log")
+    return dict(refresh=refresh, board_md=board_md, board=board, heat=heat, chart=chart, judge_board=judge_board,
+                judge_tier=judge_tier, judge_n=judge_n, judge_btn=judge_btn, judge_md=judge_md)
+
+
+def _export(engine) -> dict:
     with gr.Accordion("Export votes", open=False):
         with gr.Row():
             fmt = gr.Radio(["battles", "preferences"], value="battles", label="Format",
@@ -167,63 +185,77 @@ def build(engine) -> dict:
             with_judges = gr.Checkbox(False, label="Include auto-judge votes")
             export_btn = gr.Button("Export JSONL", elem_id="arena-export")
         export_file = gr.File(label="Download", elem_id="arena-export-file", interactive=False)
+    return dict(fmt=fmt, with_judges=with_judges, export_btn=export_btn, export_file=export_file)
 
-    source.change(lambda s: gr.Textbox(visible=s == SETS[1]), source, plist, api_name=False)
 
-    def pick_prompt(kind: str, text: str, typed: str) -> str:
-        if kind == SETS[2]:
-            if not (typed or "").strip():
-                raise PetError("type a prompt first, or choose a prompt set")
-            return typed.strip()
-        if kind == SETS[1]:
-            prompts = arena.parse_prompt_list(text)
-            if not prompts:
-                raise PetError("your list is empty: paste prompts, one per line")
-        else:
-            prompts, _ = arena.heldout_prompts(store=engine.store)
-            if not prompts:
-                raise PetError("no held-out examples found: paste your own prompts, or type one")
-        return _rng.choice(prompts)
+# --- callbacks ---
 
-    def new_battle(kind, text, typed, temp, mx, sd, request: gr.Request):
-        idle = ["", "", "", *_buttons(False), gr.Button(interactive=False)]
-        avail = [r["name"] for r in engine.tier_status() if r["available"]]
+def new_battle(engine, kind, text, typed, temp, mx, sd, request: gr.Request):
+    """Draw the pair the leaderboard recommends, then stream both answers, A then B, into their columns."""
+    idle = ["", "", "", *_buttons(False), gr.Button(interactive=False)]
+    avail = [r["name"] for r in engine.tier_status() if r["available"]]
+    try:
+        p = arena.pick_prompt(arena.PROMPT_SOURCES[SETS.index(kind)], text, typed, engine.store, _rng)
+        left, right = arena.draw_next(arena.leaderboard(engine, "human"), avail, _rng)
+    except PetError as e:
+        gr.Warning(str(e))
+        yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]
+        return
+    b = arena.new_battle(left, right, p, temp, mx, sd, getattr(request, "session_hash", None), _rng)
+    yield [b, p, "Both models are answering…", "…", "…", *_buttons(False), gr.Button(interactive=False)]
+    cols: list[dict] = []
+    try:
+        for cols in compare.stream_columns(engine, [left, right], p, None, b["params"]):
+            yield [b, gr.Textbox(), gr.Markdown(), *(_column(c["text"], c["error"], c["done"]) for c in cols),
+                   *_buttons(False), gr.Button()]
+    except PetError as e:
+        raise gr.Error(str(e))
+    arena.finish_battle(b, cols)
+    note = ("Both answers are complete: which one is the better prompt?" if b["done"] else
+            "⚠️ One model failed, so this battle cannot be judged: start a new battle.")
+    yield [b, gr.Textbox(), note, gr.Markdown(), gr.Markdown(), *_buttons(b["done"]), gr.Button()]
+
+
+def refresh_board(engine):
+    human, judge = arena.leaderboard(engine, "human"), arena.leaderboard(engine, "judge")
+    agreement = arena.judge_agreement(arena.votes(engine.store))
+    return (summary(human, judge, agreement), table_rows(human), heatmap(human), ratings_chart(human),
+            table_rows(judge))
+
+
+def run_judge(engine, tier, n):
+    ids = arena.unjudged(engine.store, tier, int(n))
+    if not ids:
+        yield f"No human-voted battle is waiting for judge **{html.escape(tier)}**."
+        return
+    log = []
+    for k, bid in enumerate(ids, 1):
         try:
-            p = pick_prompt(kind, text, typed)
-            # The pair the leaderboard recommends is the pair drawn (the same ratings, the same seed).
-            left, right = arena.draw_next(leaderboard(engine, "human"), avail, _rng)
+            r = arena.judge_battle(engine, bid, tier)
+            log.append(f"{k}. battle `{bid[:8]}`: **{VOTE_TEXT[r['winner']]}**"
+                       + (f" ({html.escape(r['note'])})" if r["note"] else ""))
         except PetError as e:
-            gr.Warning(str(e))
-            yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]
+            log.append(f"{k}. battle `{bid[:8]}`: ⚠️ {html.escape(str(e))}")
+            yield "\n".join(log)
             return
-        settings = {"temperature": float(temp), "max_new_tokens": int(mx),
-                    "seed": int(sd) if sd not in (None, "") else _rng.randrange(2**31)}
-        b = {"id": arena.new_battle_id(), "tier_a": left, "tier_b": right, "prompt": p, "system": None,
-             "params": settings, "seed": settings["seed"], "session": getattr(request, "session_hash", None),
-             "done": False, "voted": None}
-        yield [b, p, "Both models are answering…", "…", "…", *_buttons(False), gr.Button(interactive=False)]
-        cols: list[dict] = []
-        try:
-            for cols in compare.stream_columns(engine, [left, right], p, None, settings):
-                ca, cb = cols
-                yield [b, gr.Textbox(), gr.Markdown(), _column(ca["text"], ca["error"], ca["done"]),
-                       _column(cb["text"], cb["error"], cb["done"]), *_buttons(False), gr.Button()]
-        except PetError as e:
-            raise gr.Error(str(e))
-        ca, cb = cols
-        for side, c in (("a", ca), ("b", cb)):
-            b[f"answer_{side}"] = c["text"]
-            b[f"stats_{side}"] = c["stats"] or {}
-            b[f"ident_{side}"] = c["ident"]
-        b["created"] = time.time()
-        if ca["error"] or cb["error"]:
-            yield [b, gr.Textbox(), "⚠️ One model failed, so this battle cannot be judged: start a new battle.",
-                   gr.Markdown(), gr.Markdown(), *_buttons(False), gr.Button()]
-            return
-        b["done"] = True
-        yield [b, gr.Textbox(), "Both answers are complete: which one is the better prompt?", gr.Markdown(),
-               gr.Markdown(), *_buttons(True), gr.Button()]
+        yield "\n".join(log)
 
+
+# --- events ---
+
+def _wire_battle(ui, engine) -> None:
+    ui.source.change(lambda s: gr.Textbox(visible=s == SETS[1]), ui.source, ui.plist, api_name=False)
+
+    def start(kind, text, typed, temp, mx, sd, request: gr.Request):
+        yield from new_battle(engine, kind, text, typed, temp, mx, sd, request)
+
+    ui.new.click(start, [ui.source, ui.plist, ui.prompt, ui.temperature, ui.max_new, ui.seed],
+                 [ui.state, ui.prompt, ui.info, ui.ans_a, ui.ans_b, *ui.buttons, ui.to_train], api_name="arena_battle",
+                 concurrency_id="arena", concurrency_limit=2)  # its own queue lane: a busy chat never blocks it
+    ui.new.click(lambda: "", None, ui.reveal, api_name=False, show_progress="hidden")
+
+
+def _wire_votes(ui, engine) -> None:
     def vote(winner: str):
         def cast(b, request: gr.Request):
             if not b or not b.get("done"):
@@ -248,28 +280,15 @@ def build(engine) -> dict:
         gr.Info(f"Added to the training set as dataset version {version}.")
         return gr.Button(interactive=False)
 
-    def refresh_board():
-        human, judge = leaderboard(engine, "human"), leaderboard(engine, "judge")
-        agreement = arena.judge_agreement(arena.votes(engine.store))
-        return (summary(human, judge, agreement), table_rows(human), heatmap(human), ratings_chart(human),
-                table_rows(judge))
+    for (key, _), btn in zip(VOTES, ui.buttons):
+        btn.click(vote(key), ui.state, [ui.state, ui.reveal, ui.to_train], api_name=False).then(
+            lambda: refresh_board(engine), None, ui.board_outs, api_name=False)
+    ui.to_train.click(send_better, ui.state, ui.to_train, api_name=False)
 
-    def run_judge(tier, n):
-        ids = arena.unjudged(engine.store, tier, int(n))
-        if not ids:
-            yield f"No human-voted battle is waiting for judge **{html.escape(tier)}**."
-            return
-        log = []
-        for k, bid in enumerate(ids, 1):
-            try:
-                r = arena.judge_battle(engine, bid, tier)
-                log.append(f"{k}. battle `{bid[:8]}`: **{VOTE_TEXT[r['winner']]}**"
-                           + (f" ({html.escape(r['note'])})" if r["note"] else ""))
-            except PetError as e:
-                log.append(f"{k}. battle `{bid[:8]}`: ⚠️ {html.escape(str(e))}")
-                yield "\n".join(log)
-                return
-            yield "\n".join(log)
+
+def _wire_board(ui, engine) -> None:
+    def judge(tier, n):
+        yield from run_judge(engine, tier, n)
 
     def do_export(kind, judges):
         rows = arena.votes(engine.store, None if judges else "human")
@@ -283,21 +302,10 @@ def build(engine) -> dict:
         gr.Info(f"Exported {n} line(s).")
         return str(out)
 
-    new.click(new_battle, [source, plist, prompt, temperature, max_new, seed],
-              [state, prompt, info, ans_a, ans_b, *buttons, to_train], api_name="arena_battle",
-              concurrency_id="arena", concurrency_limit=2)  # its own queue lane: a busy chat never blocks it
-    new.click(lambda: "", None, reveal, api_name=False, show_progress="hidden")
-    board_outs = [board_md, board, heat, chart, judge_board]
-    for (key, _), btn in zip(VOTES, buttons):
-        btn.click(vote(key), state, [state, reveal, to_train], api_name=False).then(
-            refresh_board, None, board_outs, api_name=False)
-    to_train.click(send_better, state, to_train, api_name=False)
-    refresh.click(refresh_board, None, board_outs, api_name="arena_leaderboard")
-    judge_btn.click(run_judge, [judge_tier, judge_n], judge_md, api_name=False, concurrency_id="judge",
-                    concurrency_limit=1).then(
-        refresh_board, None, board_outs, api_name=False)
-    export_btn.click(do_export, [fmt, with_judges], export_file, api_name=False)
-    live = Live(judge_tier, key=lambda: engine.tiers.generation,
-                update=lambda value, old: gr.update(choices=engine.tiers.names()))
-    return {"new": new, "buttons": buttons, "state": state, "refresh": refresh,
-            "on_load": (refresh_board, board_outs), "live": [live]}
+    def board():
+        return refresh_board(engine)
+
+    ui.refresh.click(board, None, ui.board_outs, api_name="arena_leaderboard")
+    ui.judge_btn.click(judge, [ui.judge_tier, ui.judge_n], ui.judge_md, api_name=False, concurrency_id="judge",
+                       concurrency_limit=1).then(board, None, ui.board_outs, api_name=False)
+    ui.export_btn.click(do_export, [ui.fmt, ui.with_judges], ui.export_file, api_name=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from types import SimpleNamespace
 
 import gradio as gr
 from pet import PetError, benchmark, benchplot
@@ -112,7 +113,14 @@ def history_figure(store, metric: str):
 # -- the tab --------------------------------------------------------------------------------------------
 
 def build(engine) -> dict:
-    names = engine.tiers.names()
+    ui = SimpleNamespace(**_score_panel(), **_run_panel(engine.tiers.names()), **_history_panel())
+    _wire_score(ui)
+    _wire_runs(ui, engine)
+    return {"score_prompt": ui.sc_prompt, "run": ui.run_btn,
+            "on_load": (lambda: refresh_all(engine, "pet_score"), [ui.runs_table, ui.pick, ui.chart])}
+
+
+def _score_panel() -> dict:
     with gr.Accordion("Score my prompt", open=True):
         gr.Markdown("Any prompt gets PET's 0-100 score at once: points for each block (WHO, WHAT, USE, HOW, "
                     "DON'T, THINK, SHOW, audience/tone, success criteria), penalties for answering instead of "
@@ -129,7 +137,11 @@ def build(engine) -> dict:
         with gr.Row():
             sc_table = gr.Markdown("", elem_id="bench-score-table")
             sc_tips = gr.Markdown("", elem_id="bench-score-tips")
+    return dict(sc_prompt=sc_prompt, sc_request=sc_request, sc_btn=sc_btn, sc_head=sc_head, sc_table=sc_table,
+                sc_tips=sc_tips)
 
+
+def _run_panel(names: list[str]) -> dict:
     with gr.Accordion("Run the benchmark", open=True):
         with gr.Row():
             tiers = gr.CheckboxGroup(names, value=[n for n in names if n != "power"] or names, label="Tiers",
@@ -151,7 +163,11 @@ def build(engine) -> dict:
         blocks = gr.Markdown("", elem_id="bench-blocks")
         comps = gr.Markdown("", elem_id="bench-comparisons")
         tier_chart = gr.Plot(label="This run", elem_id="bench-run-chart")
+    return dict(tiers=tiers, judge=judge, source=source, upload=upload, limit=limit, quick=quick, run_btn=run_btn,
+                run_outs=[head, table, blocks, comps, tier_chart])
 
+
+def _history_panel() -> dict:
     with gr.Accordion("Past runs", open=True):
         runs_table = gr.Markdown("", elem_id="bench-runs-table")
         with gr.Row():
@@ -160,26 +176,47 @@ def build(engine) -> dict:
                                  label="Metric to plot", elem_id="bench-metric", scale=2)
             refresh = gr.Button("Refresh", elem_id="bench-refresh", scale=1)
         chart = gr.Plot(label="Across runs", elem_id="bench-chart")
+    return dict(runs_table=runs_table, pick=pick, metric=metric, refresh=refresh, chart=chart)
 
-    def do_score(p, r):
+
+def bench_config(chosen, judge_name, src, file, lim, is_quick) -> benchmark.BenchConfig:
+    """The Run form as a BenchConfig; a missing file or no tier is a gr.Error naming the fix."""
+    if src == SOURCES[1] and not file:
+        raise gr.Error("Upload a JSONL file of prompts, or choose the held-out examples.")
+    cfg = benchmark.BenchConfig(tiers=list(chosen or []), split=file if src == SOURCES[1] else "heldout",
+                                limit=None if lim in (None, "") else int(lim),
+                                judge=None if judge_name in (None, "", NO_JUDGE) else judge_name,
+                                quick=bool(is_quick))
+    if not cfg.tiers:
+        raise gr.Error("Choose at least one tier.")
+    return cfg
+
+
+def refresh_all(engine, m):
+    return runs_md(engine.store), gr.Dropdown(choices=run_choices(engine.store)), history_figure(engine.store, m)
+
+
+def _wire_score(ui) -> None:
+    def do_score(p, r):  # the /score API's names
         return score_view(p, r)
 
+    score_out = [ui.sc_head, ui.sc_table, ui.sc_tips]
+    ui.sc_btn.click(do_score, [ui.sc_prompt, ui.sc_request], score_out, api_name="score")
+    # Scoring is instant, so it follows the typing too.
+    for box in (ui.sc_prompt, ui.sc_request):
+        box.change(do_score, [ui.sc_prompt, ui.sc_request], score_out, api_name=False,
+                   show_progress="hidden", trigger_mode="always_last")
+
+
+def _wire_runs(ui, engine) -> None:
     def run_bench(chosen, judge_name, src, file, lim, is_quick, progress=gr.Progress()):
-        if src == SOURCES[1] and not file:
-            raise gr.Error("Upload a JSONL file of prompts, or choose the held-out examples.")
-        split = file if src == SOURCES[1] else "heldout"
-        cfg = benchmark.BenchConfig(tiers=list(chosen or []), split=split,
-                                    limit=None if lim in (None, "") else int(lim),
-                                    judge=None if judge_name in (None, "", NO_JUDGE) else judge_name,
-                                    quick=bool(is_quick))
-        if not cfg.tiers:
-            raise gr.Error("Choose at least one tier.")
+        cfg = bench_config(chosen, judge_name, src, file, lim, is_quick)
         try:
             run = benchmark.run(engine, cfg, progress=lambda p: progress(p.fraction, desc=p.line()))
         except PetError as e:
             raise gr.Error(str(e))
-        return (*show_run(run), runs_md(engine.store), gr.Dropdown(choices=run_choices(engine.store),
-                                                                    value=run["run_id"]),
+        return (*show_run(run), runs_md(engine.store),
+                gr.Dropdown(choices=run_choices(engine.store), value=run["run_id"]),
                 history_figure(engine.store, "pet_score"), "pet_score")
 
     def open_run(run_id):
@@ -190,20 +227,10 @@ def build(engine) -> dict:
         except PetError as e:
             raise gr.Error(str(e))
 
-    def refresh_all(m):
-        return runs_md(engine.store), gr.Dropdown(choices=run_choices(engine.store)), history_figure(engine.store, m)
-
-    sc_btn.click(do_score, [sc_prompt, sc_request], [sc_head, sc_table, sc_tips], api_name="score")
-    # Scoring is instant, so it follows the typing too.
-    for box in (sc_prompt, sc_request):
-        box.change(do_score, [sc_prompt, sc_request], [sc_head, sc_table, sc_tips], api_name=False,
-                   show_progress="hidden", trigger_mode="always_last")
-    source.change(lambda s: gr.File(visible=s == SOURCES[1]), source, upload, api_name=False)
-    quick.change(lambda q: gr.Dropdown(value=NO_JUDGE, interactive=not q), quick, judge, api_name=False)
-    run_btn.click(run_bench, [tiers, judge, source, upload, limit, quick],
-                  [head, table, blocks, comps, tier_chart, runs_table, pick, chart, metric], api_name="bench")
-    pick.change(open_run, pick, [head, table, blocks, comps, tier_chart], api_name=False)
-    metric.change(lambda m: history_figure(engine.store, m), metric, chart, api_name=False)
-    refresh.click(refresh_all, metric, [runs_table, pick, chart], api_name=False)
-    return {"score_prompt": sc_prompt, "run": run_btn,
-            "on_load": (lambda: refresh_all("pet_score"), [runs_table, pick, chart])}
+    ui.source.change(lambda s: gr.File(visible=s == SOURCES[1]), ui.source, ui.upload, api_name=False)
+    ui.quick.change(lambda q: gr.Dropdown(value=NO_JUDGE, interactive=not q), ui.quick, ui.judge, api_name=False)
+    ui.run_btn.click(run_bench, [ui.tiers, ui.judge, ui.source, ui.upload, ui.limit, ui.quick],
+                     [*ui.run_outs, ui.runs_table, ui.pick, ui.chart, ui.metric], api_name="bench")
+    ui.pick.change(open_run, ui.pick, ui.run_outs, api_name=False)
+    ui.metric.change(lambda m: history_figure(engine.store, m), ui.metric, ui.chart, api_name=False)
+    ui.refresh.click(lambda m: refresh_all(engine, m), ui.metric, [ui.runs_table, ui.pick, ui.chart], api_name=False)

@@ -8,11 +8,13 @@ order the tiers were chosen, so a tier added while the app runs gets one like th
 from __future__ import annotations
 
 import datetime as dt
+from types import SimpleNamespace
 
 import gradio as gr
 
 from pages import Live
 from pet import PetError, compare
+from pet.backends.base import stats_line
 from pet.display import literal_html
 
 SLOTS = 8  # the most tiers one comparison shows side by side
@@ -22,7 +24,7 @@ def stats_line(col: dict) -> str:
     s = col.get("stats")
     if col.get("error") or not s:
         return ""
-    return f"TTFT {s['ttft_s']:.2f} s · {s['tok_s']:.1f} tok/s · {s['tokens']} tokens"
+    return stats_line(s)
 
 
 def answer_text(col: dict) -> str:
@@ -45,6 +47,21 @@ def available(engine) -> list[str]:
 
 
 def build(engine) -> dict:
+    ui = SimpleNamespace(**_inputs(engine), **_columns(), **_saved_panel())
+    ui.outs = [x for group in zip(ui.cols, ui.titles, ui.answers, ui.stats) for x in group]
+    _wire(ui, engine)
+
+    def tier_choices(value, old_key):
+        if old_key is None:  # page load: tick the tiers that can answer
+            return gr.update(choices=engine.tiers.names(), value=available(engine))
+        return gr.update(choices=engine.tiers.names())
+
+    live = Live(ui.tiers, key=lambda: engine.tiers.generation, update=tier_choices)
+    return {"prompt": ui.prompt, "tiers": ui.tiers, "run": ui.run, "answers": ui.answers, "saved": ui.saved,
+            "on_load": (lambda: gr.Dropdown(choices=saved_choices(engine.store)), [ui.saved]), "live": [live]}
+
+
+def _inputs(engine) -> dict:
     names = engine.tiers.names()
     base = engine.tiers.spec(names[0]).params  # the shared settings start from the tiers file's
     with gr.Row():
@@ -67,6 +84,11 @@ def build(engine) -> dict:
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 stop = gr.Button("Stop", elem_id="compare-stop")
     note = gr.Markdown("", elem_id="compare-note")
+    return dict(base=base, prompt=prompt, system=system, tiers=tiers, temperature=temperature, max_new=max_new,
+                seed=seed, run=run, stop=stop, note=note)
+
+
+def _columns() -> dict:
     cols, titles, answers, stats = [], [], [], []
     with gr.Row(equal_height=False):
         for k in range(SLOTS):
@@ -76,22 +98,32 @@ def build(engine) -> dict:
                 answers.append(gr.Markdown("", elem_id=f"compare-answer-{k}", sanitize_html=True))
                 stats.append(gr.Markdown("", elem_id=f"compare-stats-{k}"))
             cols.append(col)
+    return dict(cols=cols, titles=titles, answers=answers, stats=stats)
+
+
+def _saved_panel() -> dict:
     with gr.Accordion("Saved comparisons", open=False):
         with gr.Row():
             saved = gr.Dropdown(choices=[], label="Reopen a comparison", elem_id="compare-saved", scale=4)
             reopen = gr.Button("Open", elem_id="compare-open", scale=1)
             refresh = gr.Button("Refresh list", scale=1)
+    return dict(saved=saved, reopen=reopen, refresh=refresh)
 
-    def show(columns: list[dict]) -> list:
-        """One update per slot: visible with its tier's name, answer and stats, or hidden."""
-        out = []
-        for k in range(SLOTS):
-            c = columns[k] if k < len(columns) else None
-            out += [gr.Column(visible=c is not None), f"### {c['tier']}" if c else "",
-                    answer_text(c) if c else "", stats_line(c) if c else ""]
-        return out
 
-    def run_compare(p, sys_prompt, chosen, temp, mx, sd, request: gr.Request):
+def show(columns: list[dict]) -> list:
+    """One update per slot: visible with its tier's name, answer and stats, or hidden."""
+    out = []
+    for k in range(SLOTS):
+        c = columns[k] if k < len(columns) else None
+        out += [gr.Column(visible=c is not None), f"### {c['tier']}" if c else "",
+                answer_text(c) if c else "", stats_line(c) if c else ""]
+    return out
+
+
+def _wire(ui, engine) -> None:
+    base = ui.base
+
+    def run_compare(p, sys_prompt, chosen, temp, mx, sd, request: gr.Request):  # the /compare API's names
         settings = {"temperature": float(temp), "max_new_tokens": int(mx),
                     "seed": None if sd in (None, "") else int(sd)}
         system_override = sys_prompt if sys_prompt and sys_prompt.strip() else None
@@ -114,28 +146,22 @@ def build(engine) -> dict:
             c = compare.load(engine.store, cid)
         except PetError as e:
             raise gr.Error(str(e))
-        st = c["settings"]
-        chosen = [col["tier"] for col in c["columns"]]
+        st, chosen = c["settings"], [col["tier"] for col in c["columns"]]
         return show(c["columns"][:SLOTS]) + [c["prompt"], c["system"] or "",
                                              [t for t in chosen if t in engine.tiers.names()],
-                                     st.get("temperature", base.temperature),
-                                     st.get("max_new_tokens", base.max_new_tokens), st.get("seed"),
-                                     f"Reopened comparison `{cid[:8]}`."]
+                                             st.get("temperature", base.temperature),
+                                             st.get("max_new_tokens", base.max_new_tokens), st.get("seed"),
+                                             f"Reopened comparison `{cid[:8]}`."]
 
-    outs = [x for group in zip(cols, titles, answers, stats) for x in group]
-    ev = run.click(run_compare, [prompt, system, tiers, temperature, max_new, seed], outs + [saved, note],
-                   api_name="compare", concurrency_id="compare", concurrency_limit=2)  # its own queue lane
-    stop.click(None, cancels=[ev], api_name=False)
-    reopen.click(open_saved, saved, outs + [prompt, system, tiers, temperature, max_new, seed, note], api_name=False)
-    refresh.click(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False)
+    def saved_list():
+        return gr.Dropdown(choices=saved_choices(engine.store))
+
+    ev = ui.run.click(run_compare, [ui.prompt, ui.system, ui.tiers, ui.temperature, ui.max_new, ui.seed],
+                      ui.outs + [ui.saved, ui.note], api_name="compare", concurrency_id="compare",
+                      concurrency_limit=2)  # its own queue lane
+    ui.stop.click(None, cancels=[ev], api_name=False)
+    ui.reopen.click(open_saved, ui.saved, ui.outs + [ui.prompt, ui.system, ui.tiers, ui.temperature, ui.max_new,
+                                                     ui.seed, ui.note], api_name=False)
+    ui.refresh.click(saved_list, None, ui.saved, api_name=False)
     # Opening the list re-reads it, so comparisons saved in other sessions (or the CLI) show up.
-    saved.focus(lambda: gr.Dropdown(choices=saved_choices(engine.store)), None, saved, api_name=False,
-                show_progress="hidden")
-    def tier_choices(value, old_key):
-        if old_key is None:  # page load: tick the tiers that can answer
-            return gr.update(choices=engine.tiers.names(), value=available(engine))
-        return gr.update(choices=engine.tiers.names())
-
-    live = Live(tiers, key=lambda: engine.tiers.generation, update=tier_choices)
-    return {"prompt": prompt, "tiers": tiers, "run": run, "answers": answers, "saved": saved,
-            "on_load": (lambda: gr.Dropdown(choices=saved_choices(engine.store)), [saved]), "live": [live]}
+    ui.saved.focus(saved_list, None, ui.saved, api_name=False, show_progress="hidden")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import html
 import threading
+from types import SimpleNamespace
 
 import gradio as gr
 import plotly.graph_objects as go
 
 from pet import PetError
 from pet import dataview as dv
-from pet.dataset import EXPORT_FORMATS, FORMATS, TRAIN_CUTOFF, Lengths, export, parse_file, stats
+from pet.dataset import EXPORT_FORMATS, FORMATS, MAX_SEQ_LEN, Lengths, export, parse_file, stats
 from pet.templates import with_system
 from pet.datastore import DatasetStore
 
@@ -58,6 +59,32 @@ class _Data:
             idx = self._index = dv.Index(version, self.ds.get(version))
         return idx
 
+    def show(self, version: int, query: str, tg: str, pg):
+        """The table view: rows, the info line, the page number, the tag choices."""
+        idx = self.index(version)
+        p = dv.table_page(idx, query, tg, pg, self.lengths)
+        choices = idx.tag_choices()
+        tag_update = gr.update(choices=choices, value=tg if tg in choices else dv.ALL_TAGS)
+        return dv.table_html(p), p.info(version), p.page, tag_update
+
+    def everything(self, version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
+        """Every output that follows the shown version (ALL_OUT): the view, the versions and the charts."""
+        st = stats(self.index(version).examples, self.lengths, MAX_SEQ_LEN,
+                   self.ds.token_lengths(version, self.lengths))
+        return (version, *self.show(version, query, tg, pg), self.versions_html(), *_charts(st))
+
+    def versions_html(self) -> str:
+        return dv.html_table(VERSION_COLUMNS, dv.versions_rows(self.ds.versions()))
+
+    def commit(self, version: int, examples: list[dict], note: str, query, tg, pg):
+        """Save the examples as a new version on top of `version` and show it, with a status line."""
+        try:
+            self.engine.settings.check_writable("change the examples")
+            v = self.ds.save(examples, version, note)
+        except PetError as e:
+            raise _error(e) from None
+        return (*self.everything(v, query, tg, pg), _say(f"Saved as version {v}: {note}."))
+
 
 def _say(text: str) -> str:
     """A status line for gr.Markdown: escaped, since it can hold a file or version name someone typed."""
@@ -86,12 +113,29 @@ def _charts(st: dict):
 
 def build(engine) -> dict:
     data = _Data(engine)
-    base = gr.State(0)  # the version this browser tab shows and edits
-    editing = gr.State(-1)  # 0-based row in the editor; -1 = a new row
-    row_base = gr.State(None)  # the example in the editor as saved (its earlier turns and tags are kept)
-
+    ui = SimpleNamespace(base=gr.State(0),  # the version this browser tab shows and edits
+                         editing=gr.State(-1),  # 0-based row in the editor; -1 = a new row
+                         row_base=gr.State(None))  # the row as saved (its earlier turns and tags are kept)
     gr.Markdown("The training examples the enhanced tier learns from. Every save is a version; nothing is "
                 "ever overwritten. Select a row to edit it.")
+    for section in (_browser, _editor, _importer, _versions, _exporter, _charts_panel):
+        vars(ui).update(section())
+    ui.all_out = [ui.base, ui.table, ui.info, ui.page, ui.tag, ui.versions, ui.tok_plot, ui.tag_plot]
+    ui.view_out = [ui.table, ui.info, ui.page, ui.tag]
+    ui.form_in = [ui.system, ui.request, ui.answer, ui.domain, ui.techniques]
+    for wire in (_wire_browse, _wire_editor, _wire_import, _wire_versions, _wire_export):
+        wire(ui, data)
+    return {"table": ui.table, "request": ui.request, "answer": ui.answer, "base": ui.base}
+
+
+# One queue lane for the events that show or change versions: each runs after the previous one ends,
+# so a slow table refresh can never land on top of a newer save's view.
+LANE = dict(concurrency_limit=1, concurrency_id="data-tab")
+
+
+# --- layout: one function per section; each returns its components by name ---
+
+def _browser() -> dict:
     with gr.Row():
         search = gr.Textbox(label="Search", placeholder="words in a request or answer", elem_id="data-search",
                             scale=3)
@@ -105,7 +149,11 @@ def build(engine) -> dict:
     # An HTML table we escape ourselves (gr.Dataframe sometimes kept showing an older value after quick
     # successive updates); a click on a row opens it in the editor.
     table = gr.HTML("", elem_id="data-table", js_on_load=ROW_CLICK, css_template=TABLE_CSS)
+    return dict(search=search, tag=tag, page=page, prev_b=prev_b, next_b=next_b, reload_b=reload_b, info=info,
+                table=table)
 
+
+def _editor() -> dict:
     with gr.Group():
         with gr.Row():
             row_num = gr.Number(None, label="Row #", precision=0, minimum=1, elem_id="data-row", scale=1,
@@ -133,7 +181,12 @@ def build(engine) -> dict:
                 check = gr.HTML("", elem_id="data-check")
                 preview = gr.HTML("", label="What the trainer sees", elem_id="data-preview")
     status = gr.Markdown("", elem_id="data-status")
+    return dict(row_num=row_num, edit_b=edit_b, new_b=new_b, delete_b=delete_b, editor_title=editor_title,
+                request=request, answer=answer, domain=domain, techniques=techniques, system=system, kept=kept,
+                save_b=save_b, check=check, preview=preview, status=status)
 
+
+def _importer() -> dict:
     with gr.Accordion("Import a file", open=True):
         gr.Markdown("Upload JSONL/JSON (messages, Alpaca, ShareGPT, ChatML text) or CSV with request and answer "
                     "columns (see the README for each format's fields). You see every problem first; nothing is "
@@ -151,7 +204,11 @@ def build(engine) -> dict:
             ans_col = gr.Dropdown([], label="Answer column", elem_id="data-answer-column")
         report = gr.HTML("", elem_id="data-upload-report")
         upreview = gr.HTML("", elem_id="data-upload-preview", css_template=TABLE_CSS, js_on_load=None)
+    return dict(upload=upload, fmt=fmt, mode=mode, import_b=import_b, good_b=good_b, colmap=colmap,
+                req_col=req_col, ans_col=ans_col, report=report, upreview=upreview)
 
+
+def _versions() -> dict:
     with gr.Accordion("Versions", open=True):
         versions = gr.HTML("", elem_id="data-versions", css_template=TABLE_CSS, js_on_load=None, max_height=320)
         with gr.Row():
@@ -159,140 +216,116 @@ def build(engine) -> dict:
             restore_b = gr.Button("Restore this version", elem_id="data-restore")
             vname = gr.Textbox(label="Name", placeholder="e.g. before cleanup", elem_id="data-version-name")
             name_b = gr.Button("Name this version", elem_id="data-name")
+    return dict(versions=versions, ver=ver, restore_b=restore_b, vname=vname, name_b=name_b)
 
+
+def _exporter() -> dict:
     with gr.Accordion("Export", open=False):
         with gr.Row():
             xfmt = gr.Dropdown(list(EXPORT_FORMATS), value="jsonl", label="Format", elem_id="data-export-format")
             xver = gr.Textbox(label="Version (number or name; empty = shown version)", elem_id="data-export-version")
             export_b = gr.Button("Export", elem_id="data-export")
         xfile = gr.File(label="Download", interactive=False, elem_id="data-export-file")
+    return dict(xfmt=xfmt, xver=xver, export_b=export_b, xfile=xfile)
 
+
+def _charts_panel() -> dict:
     with gr.Accordion("Charts", open=True):
         with gr.Row():
             tok_plot = gr.Plot(label="Token lengths", elem_id="data-chart-tokens")
             tag_plot = gr.Plot(label="Tag balance", elem_id="data-chart-tags")
+    return dict(tok_plot=tok_plot, tag_plot=tag_plot)
 
-    # --- callbacks: unpack, one engine call, map back ---
 
-    def show(version: int, query: str, tg: str, pg):
-        idx = data.index(version)
-        p = dv.table_page(idx, query, tg, pg, data.lengths)
-        choices = idx.tag_choices()
-        tag_update = gr.update(choices=choices, value=tg if tg in choices else dv.ALL_TAGS)
-        return dv.table_html(p), p.info(version), p.page, tag_update
+# --- events: each callback unpacks its inputs, makes one engine call and maps the result back ---
 
-    def everything(version: int, query: str = "", tg: str = dv.ALL_TAGS, pg=1):
-        rows, inf, p, tags = show(version, query, tg, pg)
-        lengths = data.lengths
-        st = stats(data.index(version).examples, lengths, TRAIN_CUTOFF, data.ds.token_lengths(version, lengths))
-        return (version, rows, inf, p, tags, _versions(), *_charts(st))
+def _wire_browse(ui, data: _Data) -> None:
+    show, view = data.show, [ui.base, ui.search, ui.tag, ui.page]
+    gr.on(triggers=None, fn=lambda: data.everything(data.ds.latest()), inputs=[], outputs=ui.all_out, **LANE)
+    ui.reload_b.click(lambda q, t, p: data.everything(data.ds.latest(), q, t, p), [ui.search, ui.tag, ui.page],
+                      ui.all_out, **LANE)
+    gr.on([ui.search.submit, ui.tag.change], lambda v, q, t: show(v, q, t, 1), [ui.base, ui.search, ui.tag],
+          ui.view_out, **LANE)
+    ui.page.submit(show, view, ui.view_out, **LANE)
+    ui.prev_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) - 1), view, ui.view_out, **LANE)
+    ui.next_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) + 1), view, ui.view_out, **LANE)
 
-    # One queue lane for the events that show or change versions: each runs after the previous one ends,
-    # so a slow table refresh can never land on top of a newer save's view.
-    lane = dict(concurrency_limit=1, concurrency_id="data-tab")
-    all_out = [base, table, info, page, tag, versions, tok_plot, tag_plot]
-    view_out = [table, info, page, tag]
 
-    def _versions() -> str:
-        return dv.html_table(VERSION_COLUMNS, dv.versions_rows(data.ds.versions()))
-
-    def load(query, tg, pg):
-        return everything(data.ds.latest(), query, tg, pg)
-
-    gr.on(triggers=None, fn=lambda: everything(data.ds.latest()), inputs=[], outputs=all_out, **lane)
-    reload_b.click(load, [search, tag, page], all_out, **lane)
-    gr.on([search.submit, tag.change], lambda v, q, t: show(v, q, t, 1), [base, search, tag], view_out, **lane)
-    page.submit(show, [base, search, tag, page], view_out, **lane)
-    prev_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) - 1), [base, search, tag, page], view_out, **lane)
-    next_b.click(lambda v, q, t, p: show(v, q, t, (p or 1) + 1), [base, search, tag, page], view_out, **lane)
+def _wire_editor(ui, data: _Data) -> None:
+    edit_out = [ui.editing, ui.row_base, *ui.form_in, ui.kept, ui.editor_title, ui.row_num]
 
     def open_row(version: int, n):
         examples = data.index(version).examples
         if n is None or not 1 <= int(n) <= len(examples):
             raise gr.Error(f"row {n} does not exist: choose a row between 1 and {len(examples)}")
         i = int(n) - 1
-        return (i, examples[i], *form(examples[i]), f"**Editing:** row {i + 1} of version {version}", i + 1)
-
-    def form(ex):
-        system_, request_, answer_, domain_, tech_, kept_ = dv.form_fields(ex)
-        return system_, request_, answer_, domain_, tech_, kept_
-
-    form_in = [system, request, answer, domain, techniques]
-    edit_out = [editing, row_base, *form_in, kept, editor_title, row_num]
-    edit_b.click(open_row, [base, row_num], edit_out, **lane)
+        return (i, examples[i], *dv.form_fields(examples[i]), f"**Editing:** row {i + 1} of version {version}",
+                i + 1)
 
     def select_row(version: int, evt: gr.EventData):
         return open_row(version, int(getattr(evt, "row", 0) or 0))
 
-    table.click(select_row, [base], edit_out, **lane)
-    new_b.click(lambda: (-1, None, *form(None), "**Editing:** a new row (saved at the end)", None),
-                None, edit_out, **lane)
-
-    def live_check(ex_base, *fields_):
-        ex, problems = dv.from_form(ex_base, *fields_)
-        verdict = dv.check_html(ex, problems, data.lengths)
-        if ex is None:  # Save stays off until the row is valid
-            return verdict, "", gr.update(interactive=False)
-        try:
-            # The trainer gives examples without a system message the tier's own system prompt.
-            msgs = with_system(ex["messages"], engine.tiers.spec("enhanced").system_prompt)
-            return verdict, dv.preview_html(data.template(), msgs), gr.update(interactive=True)
-        except PetError as e:
-            return verdict, html.escape(str(e)), gr.update(interactive=True)
-
-    gr.on([c.change for c in form_in], live_check, [row_base, *form_in], [check, preview, save_b],
-          trigger_mode="always_last")
-
-    def commit(version: int, examples: list[dict], note: str, query, tg, pg):
-        try:
-            engine.settings.check_writable("change the examples")
-            v = data.ds.save(examples, version, note)
-        except PetError as e:
-            raise _error(e) from None
-        return (*everything(v, query, tg, pg), _say(f"Saved as version {v}: {note}."))
+    ui.edit_b.click(open_row, [ui.base, ui.row_num], edit_out, **LANE)
+    ui.table.click(select_row, [ui.base], edit_out, **LANE)
+    ui.new_b.click(lambda: (-1, None, *dv.form_fields(None), "**Editing:** a new row (saved at the end)", None),
+                   None, edit_out, **LANE)
+    gr.on([c.change for c in ui.form_in], lambda ex_base, *f: _live_check(data, ex_base, *f),
+          [ui.row_base, *ui.form_in], [ui.check, ui.preview, ui.save_b], trigger_mode="always_last")
 
     def save_row(version, i, ex_base, sys_, req_, ans_, dom, tech, query, tg, pg):
         ex, problems = dv.from_form(ex_base, sys_, req_, ans_, dom, tech)
         if ex is None:
             raise gr.Error(html.escape("not saved: " + "; ".join(str(p).removeprefix("file, ") for p in problems)))
         examples = data.ds.get(version)
-        if 0 <= i < len(examples):
-            examples[i] = ex
-            note = f"edited row {i + 1}"
-        else:
-            examples.append(ex)
-            i = len(examples) - 1
-            note = f"added row {i + 1}"
-        out = commit(version, examples, note, query, tg, pg)
+        i, note = dv.put_row(examples, i, ex)
+        out = data.commit(version, examples, note, query, tg, pg)
         # The editor now shows the saved row of the new version (it stays open for the next change).
         return (*out, i, ex, f"**Editing:** row {i + 1} of version {out[0]}", i + 1)
-
-    save_b.click(save_row, [base, editing, row_base, *form_in, search, tag, page],
-                 [*all_out, status, editing, row_base, editor_title, row_num], **lane)
 
     def delete_row(version, i, query, tg, pg):
         examples = data.ds.get(version)
         if not 0 <= i < len(examples):
             raise gr.Error("select a saved row to delete first")
         examples.pop(i)
-        return (*commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1, None, *form(None),
-                "**Editing:** nothing: the row was deleted")
+        return (*data.commit(version, examples, f"deleted row {i + 1}", query, tg, pg), -1, None,
+                *dv.form_fields(None), "**Editing:** nothing: the row was deleted")
 
-    delete_b.click(delete_row, [base, editing, search, tag, page],
-                   [*all_out, status, editing, row_base, *form_in, kept, editor_title], **lane)
+    view = [ui.search, ui.tag, ui.page]
+    ui.save_b.click(save_row, [ui.base, ui.editing, ui.row_base, *ui.form_in, *view],
+                    [*ui.all_out, ui.status, ui.editing, ui.row_base, ui.editor_title, ui.row_num], **LANE)
+    ui.delete_b.click(delete_row, [ui.base, ui.editing, *view],
+                      [*ui.all_out, ui.status, ui.editing, ui.row_base, *ui.form_in, ui.kept, ui.editor_title],
+                      **LANE)
 
-    max_bytes = engine.settings.max_upload_mb * 2**20
+
+def _live_check(data: _Data, ex_base, *fields_):
+    """The editor's verdict, the trainer's view of the row, and whether Save is on (only while it is valid)."""
+    ex, problems = dv.from_form(ex_base, *fields_)
+    verdict = dv.check_html(ex, problems, data.lengths)
+    if ex is None:
+        return verdict, "", gr.update(interactive=False)
+    try:
+        # The trainer gives examples without a system message the tier's own system prompt.
+        msgs = with_system(ex["messages"], data.engine.tiers.spec("enhanced").system_prompt)
+        return verdict, dv.preview_html(data.template(), msgs), gr.update(interactive=True)
+    except PetError as e:
+        return verdict, html.escape(str(e)), gr.update(interactive=True)
+
+
+def _upload_verdict(res):
+    """The preview, and which import buttons are on: all rows, or only the good ones."""
+    preview_rows = dv.html_table(UPLOAD_COLUMNS, dv.upload_preview(res), "no importable rows")
+    good = gr.update(visible=res.partly_ok, value=f"Import the {len(res.examples)} good row(s), skip "
+                                                  f"{len(res.bad_rows)} bad" if res.partly_ok else "")
+    return dv.problems_html(res), preview_rows, gr.update(interactive=res.ok), good
+
+
+def _wire_import(ui, data: _Data) -> None:
+    max_bytes = data.engine.settings.max_upload_mb * 2**20
 
     def parsed(path, f, req=None, ans=None):
         cols = {"request": req, "answer": ans} if (req or ans) else None
         return parse_file(path, f, max_bytes=max_bytes, columns=cols)
-
-    def verdict(res):
-        """The preview, and which import buttons are on: all rows, or only the good ones."""
-        preview_rows = dv.html_table(UPLOAD_COLUMNS, dv.upload_preview(res), "no importable rows")
-        good = gr.update(visible=res.partly_ok, value=f"Import the {len(res.examples)} good row(s), skip "
-                                                      f"{len(res.bad_rows)} bad" if res.partly_ok else "")
-        return dv.problems_html(res), preview_rows, gr.update(interactive=res.ok), good
 
     def check_upload(path, f):
         if not path:
@@ -301,15 +334,8 @@ def build(engine) -> dict:
         res = parsed(path, f)
         csv_ = res.format == "csv" and bool(res.columns)
         pick = dict(choices=res.columns) if csv_ else {}
-        return (*verdict(res), gr.update(visible=csv_), gr.update(value=res.mapping.get("request"), **pick),
-                gr.update(value=res.mapping.get("answer"), **pick))
-
-    gr.on([upload.change, fmt.change], check_upload, [upload, fmt],
-          [report, upreview, import_b, good_b, colmap, req_col, ans_col])
-    # Choosing the columns by hand reads the file again with them (.input: the user's choices, not ours).
-    gr.on([req_col.input, ans_col.input], lambda path, f, r, a: verdict(parsed(path, f, r, a)) if path else
-          ("", "", gr.update(interactive=False), gr.update(visible=False)),
-          [upload, fmt, req_col, ans_col], [report, upreview, import_b, good_b])
+        return (*_upload_verdict(res), gr.update(visible=csv_),
+                gr.update(value=res.mapping.get("request"), **pick), gr.update(value=res.mapping.get("answer"), **pick))
 
     def do_import(version, path, f, how, req, ans, query, tg, pg, good_only=False):
         if not path:
@@ -317,60 +343,64 @@ def build(engine) -> dict:
         res = parsed(path, f, req, ans)
         if not (res.ok or (good_only and res.partly_ok)):
             raise gr.Error(f"not imported: {len(res.errors)} problem(s); nothing was written")
-        name = path.replace("\\", "/").rsplit("/", 1)[-1]
-        note = f"imported {len(res.examples)} from {name}"
-        if res.errors:
-            note += f" (skipped {len(res.bad_rows)} bad row(s): {', '.join(map(str, res.bad_rows[:20]))})"
+        note = dv.import_note(path, res)
         try:
-            engine.settings.check_writable("import examples")
-            if how == "replace":
-                v = data.ds.save(res.examples, version, note + " (replace)")
-            else:
-                v = data.ds.add(res.examples, note)
+            data.engine.settings.check_writable("import examples")
+            v = data.ds.save(res.examples, version, note + " (replace)") if how == "replace" else \
+                data.ds.add(res.examples, note)
         except PetError as e:
             raise _error(e) from None
-        return (*everything(v, query, tg, pg), _say(f"Imported as version {v}: {note}."), None,
+        return (*data.everything(v, query, tg, pg), _say(f"Imported as version {v}: {note}."), None,
                 gr.update(interactive=False), gr.update(visible=False))
 
-    import_in = [base, upload, fmt, mode, req_col, ans_col, search, tag, page]
-    import_out = [*all_out, status, upload, import_b, good_b]
-    import_b.click(do_import, import_in, import_out, **lane)
-    good_b.click(lambda *a: do_import(*a, good_only=True), import_in, import_out, **lane)
+    gr.on([ui.upload.change, ui.fmt.change], check_upload, [ui.upload, ui.fmt],
+          [ui.report, ui.upreview, ui.import_b, ui.good_b, ui.colmap, ui.req_col, ui.ans_col])
+    # Choosing the columns by hand reads the file again with them (.input: the user's choices, not ours).
+    gr.on([ui.req_col.input, ui.ans_col.input], lambda path, f, r, a: _upload_verdict(parsed(path, f, r, a))
+          if path else ("", "", gr.update(interactive=False), gr.update(visible=False)),
+          [ui.upload, ui.fmt, ui.req_col, ui.ans_col], [ui.report, ui.upreview, ui.import_b, ui.good_b])
+    import_in = [ui.base, ui.upload, ui.fmt, ui.mode, ui.req_col, ui.ans_col, ui.search, ui.tag, ui.page]
+    import_out = [*ui.all_out, ui.status, ui.upload, ui.import_b, ui.good_b]
+    ui.import_b.click(do_import, import_in, import_out, **LANE)
+    ui.good_b.click(lambda *a: do_import(*a, good_only=True), import_in, import_out, **LANE)
+
+
+def _wire_versions(ui, data: _Data) -> None:
+    settings = data.engine.settings
 
     def do_restore(n, query, tg, pg):
         if n is None:
             raise gr.Error("enter the version number to restore")
         try:
-            engine.settings.check_writable("restore a version")
+            settings.check_writable("restore a version")
             v = data.ds.restore(int(n))
         except PetError as e:
             raise _error(e) from None
-        return (*everything(v, query, tg, pg), f"Restored version {int(n)} as version {v}; nothing was deleted.")
-
-    restore_b.click(do_restore, [ver, search, tag, page], [*all_out, status], **lane)
+        return (*data.everything(v, query, tg, pg), f"Restored version {int(n)} as version {v}; nothing was deleted.")
 
     def do_name(n, name):
         if n is None:
             raise gr.Error("enter the version number to name")
         try:
-            engine.settings.check_writable("name a version")
+            settings.check_writable("name a version")
             data.ds.name_version(int(n), name)
         except PetError as e:
             raise _error(e) from None
-        return _versions(), _say(f"Version {int(n)} named {name!r}.")
+        return data.versions_html(), _say(f"Version {int(n)} named {name!r}.")
 
-    name_b.click(do_name, [ver, vname], [versions, status], **lane)
+    ui.restore_b.click(do_restore, [ui.ver, ui.search, ui.tag, ui.page], [*ui.all_out, ui.status], **LANE)
+    ui.name_b.click(do_name, [ui.ver, ui.vname], [ui.versions, ui.status], **LANE)
 
+
+def _wire_export(ui, data: _Data) -> None:
     def do_export(version, f, which):
         try:
             v = data.ds.find(which) if (which or "").strip() else version
             examples = data.ds.get(v)
             # PET_HOME/exports is the folder the app may serve downloads from (pages.launch).
-            path = export(examples, f, engine.settings.export_path(f"pet_examples_v{v}.{EXT[f]}"))
+            path = export(examples, f, data.engine.settings.export_path(f"pet_examples_v{v}.{EXT[f]}"))
         except PetError as e:
             raise _error(e) from None
         return str(path), f"Exported {len(examples)} examples of version {v} as {f}."
 
-    export_b.click(do_export, [base, xfmt, xver], [xfile, status], **lane)
-
-    return {"table": table, "request": request, "answer": answer, "base": base}
+    ui.export_b.click(do_export, [ui.base, ui.xfmt, ui.xver], [ui.xfile, ui.status], **LANE)

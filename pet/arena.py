@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pet import PetError
+from pet.files import write_atomic
 
 WINNERS = ("a", "b", "tie", "bothbad")  # verdicts: what a human can vote and what ratings count
 UNPARSED = "unparsed"  # a judge reply that could not be read: stored so it is not asked again, never rated
@@ -419,16 +420,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     rows = one_vote_per_battle(rows)
     b = Battles.from_votes(rows)
     n = len(b.names)
-    tier_of, desc_of, now = {}, {}, {}
-    for r in rows:  # oldest first: the last identity seen for a tier is its latest
-        for side in ("a", "b"):
-            k = _key(r, side)
-            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
-            now[r[f"tier_{side}"]] = k
-    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
-    # current model: keep its name rather than calling it replaced.
-    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
-    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
+    tier_of, desc_of, now = _identities(rows, current)
     theta = bradley_terry(b, ridge)
     rating = to_rating(theta)
     boot = bootstrap(b, rounds, ridge, np.random.default_rng(seed), theta) if rounds else np.zeros((0, n))
@@ -442,25 +434,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
     np.add.at(games, (b.right, b.left), 1)
     np.add.at(score, (b.left, b.right), b.score)
     np.add.at(score, (b.right, b.left), 1 - b.score)
-    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
-    table = []
-    for i, name in enumerate(b.names):
-        mine = (b.left == i) | (b.right == i)
-        s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
-        tier = tier_of[name]
-        is_now = now.get(tier) == name
-        label = tier if per_tier[tier] == 1 and is_now else \
-            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
-        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
-                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
-                      "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
-                      "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
-                      "ties": int((s_i == 0.5).sum())})
-        # An interval means something once there are a few battles and the resamples disagree at all.
-        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
-    # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
-    for row in table:
-        row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
+    table = _table_rows(b, rating, lo, hi, tier_of, desc_of, now)
     order = sorted(range(n), key=lambda i: -rating[i])
     labels = [table[i]["label"] for i in order]
     table = [table[i] for i in order]
@@ -490,6 +464,45 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
         "next_pair": nxt,
         "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
     }
+
+
+def _identities(rows: list[dict], current: dict[str, str] | None) -> tuple[dict, dict, dict]:
+    """From the votes (oldest first): each identity's tier and description, and each tier's identity now."""
+    tier_of, desc_of, now = {}, {}, {}
+    for r in rows:  # oldest first: the last identity seen for a tier is its latest
+        for side in ("a", "b"):
+            k = _key(r, side)
+            tier_of[k], desc_of[k] = r[f"tier_{side}"], describe(r.get(f"ident_{side}"))
+            now[r[f"tier_{side}"]] = k
+    # A tier rated only by name (votes from a battles file, without identities) cannot be told from its
+    # current model: keep its name rather than calling it replaced.
+    by_name = {t for t in now if all(k == t for k, tt in tier_of.items() if tt == t)}
+    now.update({t: k for t, k in (current or {}).items() if t not in by_name})
+    return tier_of, desc_of, now
+
+
+def _table_rows(b: Battles, rating, lo, hi, tier_of: dict, desc_of: dict, now: dict) -> list[dict]:
+    """One leaderboard row per identity, in b.names order, ranked by interval overlap."""
+    per_tier = {t: sum(1 for k in b.names if tier_of[k] == t) for t in set(tier_of.values())}
+    table = []
+    for i, name in enumerate(b.names):
+        mine = (b.left == i) | (b.right == i)
+        s_i = np.where(b.left == i, b.score, 1 - b.score)[mine]
+        tier = tier_of[name]
+        is_now = now.get(tier) == name
+        label = tier if per_tier[tier] == 1 and is_now else \
+            f"{tier} ({desc_of[name]}, {'current' if is_now else 'replaced'})"
+        table.append({"tier": tier, "model": name, "label": label, "current": is_now,
+                      "rating": round(float(rating[i]), 1), "ci_low": round(float(lo[i]), 1),
+                      "ci_high": round(float(hi[i]), 1), "battles": int(mine.sum()),
+                      "wins": int((s_i == 1).sum()), "losses": int((s_i == 0).sum()),
+                      "ties": int((s_i == 0.5).sum())})
+        # An interval means something once there are a few battles and the resamples disagree at all.
+        table[-1]["enough_votes"] = bool(table[-1]["battles"] >= MIN_BATTLES and hi[i] - lo[i] > 0.05)
+    # Rank from interval overlap: 1 + the number of tiers whose whole interval lies above this one's.
+    for row in table:
+        row["rank"] = 1 + sum(1 for o in table if o["ci_low"] > row["ci_high"])
+    return table
 
 
 def one_vote_per_battle(rows: Iterable[dict]) -> list[dict]:
@@ -699,14 +712,7 @@ def export(rows: Iterable[dict], fmt: str, out: str | Path) -> int:
         raise PetError(f"{out} is a folder: give a file path such as {out / ('arena_' + fmt + '.jsonl')}")
     if not out.parent.exists():
         raise PetError(f"folder {out.parent} does not exist: create it or choose another --out")
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in recs:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     return len(recs)
 
 
@@ -770,11 +776,8 @@ def better_example(v: dict) -> dict:
 
 def send_to_training(store, battle_id: str) -> int:
     """Add the human-preferred answer of a battle to the dataset as a new version; returns that version."""
-    try:
-        from pet.datastore import DatasetStore
-    except ImportError:
-        raise PetError("the dataset store (pet/datastore.py) is not installed in this build, "
-                       "so answers cannot be sent to the training set yet") from None
+    from pet.datastore import DatasetStore
+
     _ensure(store)
     rows = [v for v in votes(store, "human") if v["id"] == battle_id]
     if not rows:
@@ -786,34 +789,24 @@ def send_to_training(store, battle_id: str) -> int:
 
 # -- prompt sets -----------------------------------------------------------------------------------
 
-def heldout_prompts(parts_dir: Path | None = None, store=None) -> tuple[list[str], str]:
-    """The held-out examples' requests, and where they came from.
-
-    Prefers the dataset store's current version, then data/pet_examples.jsonl, then data/parts/*.jsonl.
-    """
+def heldout_prompts(store=None) -> tuple[list[str], str]:
+    """The held-out examples' requests, and where they came from: the dataset store's current version,
+    else (no store, or an unreadable seed file) the shipped data/pet_examples.jsonl."""
     from pet import dataset
 
     examples, source = None, ""
     if store is not None:
-        try:
-            from pet.datastore import DatasetStore
+        from pet.datastore import DatasetStore
 
+        try:
             version, examples = DatasetStore(store).current()
             source = f"dataset version {version}"
-        except (ImportError, PetError):  # no dataset store in this build, or an unreadable seed file
+        except PetError:
             examples = None
     if not examples:
+        examples, source = [], str(dataset.SHIPPED.name)
         if dataset.SHIPPED.exists():
-            examples, source = dataset.read_jsonl(dataset.SHIPPED), str(dataset.SHIPPED.name)
-        else:
-            parts = sorted((parts_dir or dataset.SHIPPED.parent / "parts").glob("*.jsonl"))
-            examples = []
-            for p in parts:
-                try:
-                    examples += dataset.read_jsonl(p)
-                except (OSError, ValueError):
-                    continue
-            source = "data/parts/*.jsonl"
+            examples = dataset.read_jsonl(dataset.SHIPPED)
     _, held = dataset.split([e for e in examples if isinstance(e, dict)])
     prompts = list(dict.fromkeys(p for p in (dataset.first_user(e).strip() for e in held) if p))
     return prompts, source
@@ -822,3 +815,55 @@ def heldout_prompts(parts_dir: Path | None = None, store=None) -> tuple[list[str
 def parse_prompt_list(text: str) -> list[str]:
     """A user's prompt set: one prompt per line; blank lines and duplicates dropped."""
     return list(dict.fromkeys(line.strip() for line in (text or "").splitlines() if line.strip()))
+
+
+# -- one battle, as the Arena tab runs it ---------------------------------------------------------------
+
+PROMPT_SOURCES = ("heldout", "list", "typed")
+
+
+def pick_prompt(source: str, text: str, typed: str, store=None, rng: random.Random | None = None) -> str:
+    """The prompt of a new battle: the one typed, or a random one from the user's list or the held-out examples."""
+    rng = rng or random.Random()
+    if source == "typed":
+        if not (typed or "").strip():
+            raise PetError("type a prompt first, or choose a prompt set")
+        return typed.strip()
+    if source == "list":
+        prompts = parse_prompt_list(text)
+        if not prompts:
+            raise PetError("your list is empty: paste prompts, one per line")
+    else:
+        prompts, _ = heldout_prompts(store=store)
+        if not prompts:
+            raise PetError("no held-out examples found: paste your own prompts, or type one")
+    return rng.choice(prompts)
+
+
+def leaderboard(engine, voter: str, rounds: int = DEFAULT_ROUNDS) -> dict:
+    """Ratings of one voter's votes, as the Arena shows them: the tiers that can run here, and which model
+    identity each tier has now (a replaced adapter is marked)."""
+    avail = [r["name"] for r in engine.tier_status() if r["available"]]
+    current = {t: model_key(t, identity(engine, t)) for t in engine.tiers.names()}
+    return ratings(votes(engine.store, voter), rounds=rounds, tiers=avail, current=current)
+
+
+def new_battle(left: str, right: str, prompt: str, temperature: float, max_new_tokens: int, seed: int | None,
+               session: str | None = None, rng: random.Random | None = None) -> dict:
+    """A pending battle as plain data (it lives in the page's gr.State until the vote). No seed: a random one."""
+    seed = int(seed) if seed not in (None, "") else (rng or random.Random()).randrange(2**31)
+    params = {"temperature": float(temperature), "max_new_tokens": int(max_new_tokens), "seed": seed}
+    return {"id": new_battle_id(), "tier_a": left, "tier_b": right, "prompt": prompt, "system": None,
+            "params": params, "seed": seed, "session": session, "done": False, "voted": None}
+
+
+def finish_battle(battle: dict, columns: list[dict]) -> dict:
+    """Put both streamed columns (pet.compare.stream_columns) into the battle. It can be judged (done) only
+    when both sides answered."""
+    for side, c in zip("ab", columns):
+        battle[f"answer_{side}"] = c["text"]
+        battle[f"stats_{side}"] = c["stats"] or {}
+        battle[f"ident_{side}"] = c["ident"]
+    battle["created"] = time.time()
+    battle["done"] = not any(c["error"] for c in columns)
+    return battle

@@ -484,9 +484,7 @@ def _generate(engine, tier: str, prompts: PromptSet, cfg: BenchConfig, track: Tr
         st, parts = Stats(), []
         for ch in engine.stream(tier, [{"role": "user", "content": it["prompt"]}], params):
             parts.append(ch.text)
-            st.tokens, st.ttft_s, st.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
-            if ch.done:
-                st.finish_reason = ch.finish_reason
+            st.update(ch)
             if ch.done or st.tokens % 16 == 0:
                 peak = max(peak, rss_mb())
         answer = "".join(parts)
@@ -552,14 +550,8 @@ def _summary(tier: str, items: list[dict], peak: float, rounds: int) -> dict:
     }
 
 
-def run(engine, cfg: BenchConfig, progress: Callable[[Progress], None] | None = None) -> dict:
-    """Run the benchmark, store it, and return its summary (see summary_json for the shape)."""
-    from pet.backends.base import BackendError
-
-    cfg.check(engine)
-    t0 = time.perf_counter()
-    prompts = load_prompts(cfg.split, engine, cfg.quick, cfg.limit)
-    wanted = list(dict.fromkeys(cfg.tiers or engine.tiers.names()))
+def _runnable(engine, wanted: list[str]) -> tuple[list[str], list[dict]]:
+    """The tiers that can run here, and the others with the reason each was skipped."""
     tiers, skipped = [], []
     for t in wanted:
         st = engine.tiers.status(t)
@@ -567,6 +559,52 @@ def run(engine, cfg: BenchConfig, progress: Callable[[Progress], None] | None = 
             tiers.append(t)
         else:
             skipped.append({"tier": t, "reason": st["reason"] or "unavailable"})
+    return tiers, skipped
+
+
+def _similarities(prompts: PromptSet, per_tier: dict[str, list[dict]], track: Tracker) -> None:
+    """Each answer's embedding similarity to its reference, into its metrics."""
+    from pet import embed
+
+    ref_idx = [i for i, it in enumerate(prompts.items) if it.get("reference")]
+    ref_vecs = embed.encode([prompts.items[i]["reference"] for i in ref_idx])
+    for tier, items in per_tier.items():
+        vecs = embed.encode([items[i]["answer"] for i in ref_idx])
+        for row, i in enumerate(ref_idx):
+            items[i]["metrics"]["similarity"] = round(float(vecs[row] @ ref_vecs[row]), 4)
+        track.step("embed", f"{tier}: similarity to the references")
+
+
+def _judge_all(engine, judge: str, prompts: PromptSet, per_tier: dict[str, list[dict]], track: Tracker) -> None:
+    """The judge's verdict (both orders) on every answer that has a reference, into its metrics."""
+    n = len(prompts.items)
+    for tier, items in per_tier.items():
+        for it, p in zip(items, prompts.items):
+            if not p.get("reference"):
+                continue
+            j = judge_pair(engine, judge, p["prompt"], it["answer"], p["reference"])
+            it["metrics"].update(verdict=j["verdict"], agreed=j["agreed"], judge_orders=j["orders"],
+                                 judge_replies=j["replies"], judge_constrained=j["constrained"])
+            track.step("judge", f"judge {judge}: {tier} answer {it['idx'] + 1}/{n}")
+
+
+def _tier_summary(engine, cfg: BenchConfig, tier: str, items: list[dict], info: dict, judge: str | None) -> dict:
+    s = _summary(tier, items, info["peak_rss_mb"], cfg.rounds)
+    s["loss_note"] = info["loss_note"]
+    s["judge_constrained"] = engine.supports_grammar(judge) if judge else None
+    s["ident"] = tier_identity(engine, tier)
+    s["params"] = engine.params_for(tier, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens).as_dict()
+    return s
+
+
+def run(engine, cfg: BenchConfig, progress: Callable[[Progress], None] | None = None) -> dict:
+    """Run the benchmark, store it, and return its summary (see summary_json for the shape)."""
+    from pet.backends.base import BackendError
+
+    cfg.check(engine)
+    t0 = time.perf_counter()
+    prompts = load_prompts(cfg.split, engine, cfg.quick, cfg.limit)
+    tiers, skipped = _runnable(engine, list(dict.fromkeys(cfg.tiers or engine.tiers.names())))
     if not tiers:
         raise PetError("no tier can run here: " + "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped))
     full = not cfg.quick
@@ -603,34 +641,10 @@ def run(engine, cfg: BenchConfig, progress: Callable[[Progress], None] | None = 
         raise PetError("no tier could answer: " + "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped))
 
     if refs:
-        from pet import embed
-
-        ref_idx = [i for i, it in enumerate(prompts.items) if it.get("reference")]
-        ref_vecs = embed.encode([prompts.items[i]["reference"] for i in ref_idx])
-        for tier, items in per_tier.items():
-            vecs = embed.encode([items[i]["answer"] for i in ref_idx])
-            for row, i in enumerate(ref_idx):
-                items[i]["metrics"]["similarity"] = round(float(vecs[row] @ ref_vecs[row]), 4)
-            track.step("embed", f"{tier}: similarity to the references")
-
+        _similarities(prompts, per_tier, track)
     if judge:
-        for tier, items in per_tier.items():
-            for it, p in zip(items, prompts.items):
-                if not p.get("reference"):
-                    continue
-                j = judge_pair(engine, judge, p["prompt"], it["answer"], p["reference"])
-                it["metrics"].update(verdict=j["verdict"], agreed=j["agreed"], judge_orders=j["orders"],
-                                     judge_replies=j["replies"], judge_constrained=j["constrained"])
-                track.step("judge", f"judge {judge}: {tier} answer {it['idx'] + 1}/{n}")
-
-    summaries = []
-    for tier, items in per_tier.items():
-        s = _summary(tier, items, info[tier]["peak_rss_mb"], cfg.rounds)
-        s["loss_note"] = info[tier]["loss_note"]
-        s["judge_constrained"] = engine.supports_grammar(judge) if judge else None
-        s["ident"] = tier_identity(engine, tier)
-        s["params"] = engine.params_for(tier, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens).as_dict()
-        summaries.append(s)
+        _judge_all(engine, judge, prompts, per_tier, track)
+    summaries = [_tier_summary(engine, cfg, tier, items, info[tier], judge) for tier, items in per_tier.items()]
     comparisons = compare(per_tier, cfg.pairs or default_pairs(list(per_tier)), cfg.rounds)
     run_id = uuid.uuid4().hex[:12]
     elapsed = round(time.perf_counter() - t0, 1)

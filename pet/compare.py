@@ -96,10 +96,7 @@ def _run_column(engine, col: dict, messages: list[dict], system: str | None, set
         st = Stats()
         for ch in engine.stream(tier, messages, params, system=system):
             col["text"] += ch.text
-            st.tokens, st.ttft_s, st.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
-            if ch.done:
-                st.finish_reason = ch.finish_reason
-            col["stats"] = st.as_dict()
+            col["stats"] = st.update(ch).as_dict()
             yield
     except PetError as e:
         col["error"] = str(e)

@@ -141,6 +141,14 @@ def _resolve_path(value: str, base_dir: Path) -> str:
     return str(p if p.is_absolute() else (base_dir / p))
 
 
+TIER_NAME_RULE = "tier names use letters, digits, '-' and '_' only"
+
+
+def valid_tier_name(name: str) -> bool:
+    """The one tier-name rule (the tiers file, and a new tier made from a trained adapter)."""
+    return name.replace("-", "").replace("_", "").isalnum()
+
+
 def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[TierSpec]:
     problems: list[str] = []
     defaults = _parse_params(data.get("defaults"), "defaults", GenParams(), problems)
@@ -154,8 +162,8 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
     out = []
     for name, raw in tiers_raw.items():
         where = f"tiers.{name}"
-        if not name.replace("-", "").replace("_", "").isalnum():
-            problems.append(f"{where}: tier names use letters, digits, '-' and '_' only")
+        if not valid_tier_name(name):
+            problems.append(f"{where}: {TIER_NAME_RULE}")
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a table")
             continue

@@ -73,13 +73,13 @@ import io
 import os
 import re
 import statistics
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pet import PetError
+from pet.files import write_atomic  # noqa: F401  (pet/commands/train.py imports it from here)
 
 FORMATS = ("messages", "alpaca", "sharegpt", "chatml", "csv")
 EXPORT_FORMATS = ("jsonl", "csv", "alpaca", "sharegpt")
@@ -90,7 +90,8 @@ MAX_DEPTH = 16  # a real record nests 4 levels deep; anything near this is an at
 # Tokens: the one training cutoff. The trainer's default max_seq_len is this number, and it counts the whole
 # conversation as the trainer renders it, the tier's system prompt included; the Data tab and `pet data` warn
 # against the same number, measured the same way (Lengths).
-TRAIN_CUTOFF = 768
+MAX_SEQ_LEN = 768
+TRAIN_CUTOFF = MAX_SEQ_LEN  # the old name; pet/train/trainer.py still imports it (rename there after the merge)
 
 # CSV header names read as the request and the answer (compared lower-cased, punctuation as "_"); a header
 # that is none of these is still recognised by its words (REQUEST_WORDS, ANSWER_WORDS), and the Data tab
@@ -206,16 +207,8 @@ def validate_example(ex, row: int | None = None, where: Callable[[int, str], str
         elif role not in ROLES:
             out.append(Problem(row, where(i, "role"), f"unknown role {role!r}: use system, user or assistant"))
             role = None
-        if not isinstance(content, str):
-            out.append(Problem(row, where(i, "content"), "missing content" if content is None else
-                               f"content must be text, got {_type(content)}"))
-        else:
-            total += len(content)
-            if "\x00" in content:
-                out.append(Problem(row, where(i, "content"), "contains a NUL byte (\\0): remove it"))
-            if not content.strip():
-                kind = {"assistant": "empty answer", "user": "empty request"}.get(role, "empty text")
-                out.append(Problem(row, where(i, "content"), f"{kind}: write the text or delete the message"))
+        out += [Problem(row, where(i, "content"), msg) for msg in _content_problems(content, role)]
+        total += len(content) if isinstance(content, str) else 0
         if role == "system":
             if i != 0:
                 out.append(Problem(row, where(i, "role"), "a system message may only come first"))
@@ -232,6 +225,25 @@ def validate_example(ex, row: int | None = None, where: Callable[[int, str], str
     if total > MAX_EXAMPLE_CHARS:
         out.append(Problem(row, "messages", f"example is {total:,} characters, over the limit of "
                            f"{MAX_EXAMPLE_CHARS:,}: shorten or split it"))
+    return out + _tag_problems(ex, row)
+
+
+def _content_problems(content, role: str | None) -> list[str]:
+    """What is wrong with one message's content (the caller names the field as the file calls it)."""
+    if not isinstance(content, str):
+        return ["missing content" if content is None else f"content must be text, got {_type(content)}"]
+    out = []
+    if "\x00" in content:
+        out.append("contains a NUL byte (\\0): remove it")
+    if not content.strip():
+        kind = {"assistant": "empty answer", "user": "empty request"}.get(role, "empty text")
+        out.append(f"{kind}: write the text or delete the message")
+    return out
+
+
+def _tag_problems(ex: dict, row: int | None) -> list[Problem]:
+    """An example's tags: domain and the other text tags are text, techniques a list of text, split a known one."""
+    out = []
     if "domain" in ex and ex["domain"] is not None and not isinstance(ex["domain"], str):
         out.append(Problem(row, "domain", f"must be text, got {_type(ex['domain'])}"))
     tech = ex.get("techniques")
@@ -591,41 +603,10 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
         res.errors.append(Problem(1, "header", f"cannot read the CSV header: {e}"))
         return
     res.columns = [h.strip() for h in header]
-    guessed = guess_columns(header)
-    cols = {k: _match(header, names) for k, names in (("system", SYSTEM_COLUMNS), ("domain", DOMAIN_COLUMNS),
-                                                     ("techniques", TECHNIQUE_COLUMNS))}
-    cols["prompt"], cols["answer"] = guessed["request"], guessed["answer"]
-    inp = _match(header, ("input",))
-    if cols["prompt"] == inp and _match(header, ("instruction",)) is not None:
-        cols["prompt"] = _match(header, ("instruction",))  # Alpaca-style CSV: instruction + input
-    else:
-        inp = None
-    for key, want in (("prompt", (columns or {}).get("request")), ("answer", (columns or {}).get("answer"))):
-        if want:  # chosen by the user: exactly that column
-            if want.strip() not in res.columns:
-                res.errors.append(Problem(1, "header", f"there is no column {want!r} (columns: "
-                                          f"{', '.join(res.columns) or 'none'})"))
-                return
-            if cols[key] != res.columns.index(want.strip()):  # another column than recognised: read it alone
-                cols[key] = res.columns.index(want.strip())
-                inp = None
-    if cols["prompt"] is not None and cols["prompt"] == cols["answer"]:
-        res.errors.append(Problem(1, "header", f"the request and the answer are the same column "
-                                  f"({header[cols['prompt']]!r}): choose two different columns"))
+    found = _csv_columns(res, header, columns)
+    if found is None:
         return
-    res.mapping = {"request": None if cols["prompt"] is None else res.columns[cols["prompt"]],
-                   "answer": None if cols["answer"] is None else res.columns[cols["answer"]]}
-    for key, label, examples in (("prompt", "request", "prompt, question, request, instruction"),
-                                 ("answer", "answer", "answer, response, output, improved prompt")):
-        if cols[key] is None:
-            res.errors.append(Problem(1, "header", f"no {label} column found (columns: "
-                                      f"{', '.join(res.columns) or 'none'}): choose it in the preview (CLI: "
-                                      f"--{label}-column NAME), or name it like {examples}"))
-    if cols["prompt"] is None or cols["answer"] is None:
-        return
-    tag_cols = {t: i for t in TEXT_TAGS if (i := _match(header, (t,))) is not None}
-    hist_col = _match(header, ("history",))
-    names = {v: header[v] for v in cols.values() if v is not None}
+    cols, inp = found
     while True:
         row = reader.line_num + 1
         try:
@@ -643,36 +624,82 @@ def _parse_csv(res: ParseResult, text: str, columns: dict | None = None) -> None
         if any("\x00" in c for c in cells):
             res.errors.append(Problem(row, "", "contains a NUL byte (\\0): the file is damaged or not text"))
             continue
-        cells = [_unneutralise(c) for c in cells]
-        user = cells[cols["prompt"]]
-        if inp is not None and cells[inp].strip():
-            user = f"{user}\n\n{cells[inp]}"
-        msgs, src = [], []
-        if cols["system"] is not None and cells[cols["system"]].strip():
-            msgs.append({"role": "system", "content": cells[cols["system"]]})
-            src.append(names[cols["system"]])
-        if hist_col is not None and cells[hist_col].strip():
-            pairs = _csv_history(cells[hist_col], row, header[hist_col], res)
-            if pairs is None:
-                continue
-            for q, a in pairs:
-                msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                src += [header[hist_col]] * 2
-        msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": cells[cols["answer"]]}]
-        src += [names[cols["prompt"]], names[cols["answer"]]]
-        ex = {"messages": msgs}
-        if cols["domain"] is not None:
-            ex["domain"] = cells[cols["domain"]]
-        if cols["techniques"] is not None:
-            ex["techniques"] = [t for t in re.split(r"[;,|]", cells[cols["techniques"]]) if t.strip()]
-        for tag, i in tag_cols.items():
-            ex[tag] = cells[i]
-        problems = validate_example(ex, row, lambda i, k, src=src: src[i])
-        if problems:
-            res.errors.extend(problems)
-        else:
-            res.examples.append(normalise(ex))
-            res.rows.append(row)
+        _csv_row(res, header, cols, inp, [_unneutralise(c) for c in cells], row)
+
+
+def _csv_columns(res: ParseResult, header: list[str], columns: dict | None) -> tuple[dict, int | None] | None:
+    """Which column holds what: {prompt, answer, system, domain, techniques} -> index (None: absent), and an
+    Alpaca-style input column. The user's choice (`columns`) wins over the guess. None (with the problem in
+    res.errors) when the request or the answer column is missing."""
+    guessed = guess_columns(header)
+    cols = {k: _match(header, names) for k, names in (("system", SYSTEM_COLUMNS), ("domain", DOMAIN_COLUMNS),
+                                                     ("techniques", TECHNIQUE_COLUMNS))}
+    cols["prompt"], cols["answer"] = guessed["request"], guessed["answer"]
+    inp = _match(header, ("input",))
+    if cols["prompt"] == inp and _match(header, ("instruction",)) is not None:
+        cols["prompt"] = _match(header, ("instruction",))  # Alpaca-style CSV: instruction + input
+    else:
+        inp = None
+    for key, want in (("prompt", (columns or {}).get("request")), ("answer", (columns or {}).get("answer"))):
+        if want:  # chosen by the user: exactly that column
+            if want.strip() not in res.columns:
+                res.errors.append(Problem(1, "header", f"there is no column {want!r} (columns: "
+                                          f"{', '.join(res.columns) or 'none'})"))
+                return None
+            if cols[key] != res.columns.index(want.strip()):  # another column than recognised: read it alone
+                cols[key] = res.columns.index(want.strip())
+                inp = None
+    if cols["prompt"] is not None and cols["prompt"] == cols["answer"]:
+        res.errors.append(Problem(1, "header", f"the request and the answer are the same column "
+                                  f"({header[cols['prompt']]!r}): choose two different columns"))
+        return None
+    res.mapping = {"request": None if cols["prompt"] is None else res.columns[cols["prompt"]],
+                   "answer": None if cols["answer"] is None else res.columns[cols["answer"]]}
+    for key, label, examples in (("prompt", "request", "prompt, question, request, instruction"),
+                                 ("answer", "answer", "answer, response, output, improved prompt")):
+        if cols[key] is None:
+            res.errors.append(Problem(1, "header", f"no {label} column found (columns: "
+                                      f"{', '.join(res.columns) or 'none'}): choose it in the preview (CLI: "
+                                      f"--{label}-column NAME), or name it like {examples}"))
+    if cols["prompt"] is None or cols["answer"] is None:
+        return None
+    cols["history"] = _match(header, ("history",))
+    cols["tags"] = {t: i for t in TEXT_TAGS if (i := _match(header, (t,))) is not None}
+    return cols, inp
+
+
+def _csv_row(res: ParseResult, header: list[str], cols: dict, inp: int | None, cells: list[str], row: int) -> None:
+    """One CSV row as an example (or its problems, by the column they came from) added to res."""
+    user = cells[cols["prompt"]]
+    if inp is not None and cells[inp].strip():
+        user = f"{user}\n\n{cells[inp]}"
+    msgs, src = [], []
+    if cols["system"] is not None and cells[cols["system"]].strip():
+        msgs.append({"role": "system", "content": cells[cols["system"]]})
+        src.append(header[cols["system"]])
+    hist = cols["history"]
+    if hist is not None and cells[hist].strip():
+        pairs = _csv_history(cells[hist], row, header[hist], res)
+        if pairs is None:
+            return
+        for q, a in pairs:
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            src += [header[hist]] * 2
+    msgs += [{"role": "user", "content": user}, {"role": "assistant", "content": cells[cols["answer"]]}]
+    src += [header[cols["prompt"]], header[cols["answer"]]]
+    ex = {"messages": msgs}
+    if cols["domain"] is not None:
+        ex["domain"] = cells[cols["domain"]]
+    if cols["techniques"] is not None:
+        ex["techniques"] = [t for t in re.split(r"[;,|]", cells[cols["techniques"]]) if t.strip()]
+    for tag, i in cols["tags"].items():
+        ex[tag] = cells[i]
+    problems = validate_example(ex, row, lambda i, k, src=src: src[i])
+    if problems:
+        res.errors.extend(problems)
+    else:
+        res.examples.append(normalise(ex))
+        res.rows.append(row)
 
 
 def _csv_history(cell: str, row: int, name: str, res: ParseResult) -> list[tuple[str, str]] | None:
@@ -837,7 +864,7 @@ class Lengths:
         return n
 
 
-def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = TRAIN_CUTOFF) -> None:
+def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = MAX_SEQ_LEN) -> None:
     unit = "tokens" if lengths.exact else "tokens (estimated)"
     for ex, row in zip(res.examples, res.rows):
         n = lengths(ex)
@@ -846,7 +873,7 @@ def length_warnings(res: ParseResult, lengths: Lengths, cutoff: int = TRAIN_CUTO
                                         "the trainer will cut the end off"))
 
 
-def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+def validate_file(path, fmt: str = "auto", lengths: Lengths | None = None, cutoff: int = MAX_SEQ_LEN,
                   columns: dict | None = None) -> ParseResult:
     res = parse_file(path, fmt, columns=columns)
     if lengths is not None:
@@ -860,7 +887,7 @@ def _pct(sorted_vals: list[int], q: float) -> int:
     return sorted_vals[min(len(sorted_vals) - 1, max(0, int(round(q * (len(sorted_vals) - 1)))))]
 
 
-def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = TRAIN_CUTOFF,
+def stats(examples: list[dict], lengths: Lengths | None = None, cutoff: int = MAX_SEQ_LEN,
           tokens: list[int] | None = None) -> dict:
     """Counts per tag and the token-length distribution (`tokens`: lengths already measured, if any)."""
     lengths = lengths or Lengths()
@@ -938,25 +965,6 @@ def export_text(examples: list[dict], fmt: str) -> str:
             rec = {"conversations": conv}
         out.append({**rec, **tags})
     return json.dumps(out, ensure_ascii=False, indent=1) + "\n"
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same folder + os.replace: never a half-written file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except OSError as e:  # a full disk, a file-size limit, a read-only folder: say so, leave nothing behind
-        Path(tmp).unlink(missing_ok=True)
-        raise PetError(f"could not write {p}: {e.strerror or e}; nothing was written (an earlier file of that "
-                       "name is unchanged): free some space or choose another folder") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
 
 
 def export(examples: list[dict], fmt: str, path: str | Path) -> Path:

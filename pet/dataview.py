@@ -9,7 +9,7 @@ import html
 from dataclasses import dataclass
 
 from pet import PetError
-from pet.dataset import TEXT_TAGS, TRAIN_CUTOFF, Lengths, ParseResult, Problem, normalise, validate_example
+from pet.dataset import MAX_SEQ_LEN, TEXT_TAGS, Lengths, ParseResult, Problem, normalise, validate_example
 
 PAGE_SIZE = 25
 COLUMNS = ["#", "domain", "techniques", "request", "answer", "tokens"]
@@ -155,7 +155,7 @@ def from_form(base: dict | None, system: str, request: str, answer: str, domain:
     return (None, problems) if problems else (normalise(ex), [])
 
 
-def check_html(ex: dict | None, problems: list[Problem], lengths: Lengths | None, cutoff: int = TRAIN_CUTOFF) -> str:
+def check_html(ex: dict | None, problems: list[Problem], lengths: Lengths | None, cutoff: int = MAX_SEQ_LEN) -> str:
     """The editor's live verdict: every problem, or the token count against the training cutoff."""
     if problems:
         items = "".join(f"<li>{html.escape(str(p).removeprefix('file, '))}</li>" for p in problems)
@@ -214,3 +214,22 @@ def versions_rows(versions: list[dict]) -> list[list]:
 
     return [[v["id"], v["name"] or "", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created"])),
              v["examples"], v["note"]] for v in versions]
+
+
+def put_row(examples: list[dict], i: int, ex: dict) -> tuple[int, str]:
+    """Put the editor's row into the list: replace row i, or append when i is not a row (a new row).
+    Returns the 0-based row it now is and the version note."""
+    if 0 <= i < len(examples):
+        examples[i] = ex
+        return i, f"edited row {i + 1}"
+    examples.append(ex)
+    return len(examples) - 1, f"added row {len(examples)}"
+
+
+def import_note(path: str, res: ParseResult) -> str:
+    """The version note of an import: how many rows from which file, and the bad rows skipped."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    note = f"imported {len(res.examples)} from {name}"
+    if res.errors:
+        note += f" (skipped {len(res.bad_rows)} bad row(s): {', '.join(map(str, res.bad_rows[:20]))})"
+    return note

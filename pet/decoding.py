@@ -117,10 +117,10 @@ class FewShotIndex:
             if self._vecs is None:
                 self._vecs = embed.encode([dataset.first_user(e) for e in self.examples])
                 if self._cache is not None:
-                    self._cache.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = self._cache.with_suffix(".tmp.npy")
-                    np.save(tmp, self._vecs, allow_pickle=False)
-                    tmp.replace(self._cache)
+                    from pet.files import atomic_path
+
+                    with atomic_path(self._cache, suffix=".npy") as tmp:  # np.save adds .npy to other names
+                        np.save(tmp, self._vecs, allow_pickle=False)
         return self._vecs
 
     def nearest(self, request: str, k: int) -> list[dict]:

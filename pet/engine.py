@@ -133,15 +133,11 @@ class Engine:
             if ref.path is not None and ref.path.suffix == ".gguf":
                 from llama_cpp import Llama
 
-                from pet.backends.llamacpp import native_quiet
+                from pet.backends.llamacpp import gguf_template, native_quiet
 
                 with native_quiet():
                     llm = Llama(str(ref.path), vocab_only=True, verbose=False)
-                md = llm.metadata
-                tmpl = templates.choose(spec.template, md.get("tokenizer.chat_template"),
-                                        md.get("general.architecture"),
-                                        bos_token=llm.detokenize([llm.token_bos()], special=True).decode(),
-                                        eos_token=llm.detokenize([llm.token_eos()], special=True).decode())
+                tmpl = gguf_template(llm, spec.template)
 
                 def tok(text: str, _llm=llm) -> list[int]:
                     return _llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)

@@ -389,16 +389,12 @@ def test_heldout_prompts_come_from_the_examples(tmp_path, monkeypatch):
                          {"role": "assistant", "content": "better"}]} for k in range(60)]
     held = [dataset.first_user(e) for e in exs if dataset.is_heldout(e)]
     assert 0 < len(held) < 60
-    parts = tmp_path / "parts"
-    parts.mkdir()
-    (parts / "p1.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[:30]))
-    (parts / "p2.jsonl").write_text("".join(json.dumps(e) + "\n" for e in exs[30:]))
-    monkeypatch.setattr(dataset, "SHIPPED", tmp_path / "missing.jsonl")
-    assert arena.heldout_prompts(parts) == (held, "data/parts/*.jsonl")
     shipped = tmp_path / "pet_examples.jsonl"
-    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
+    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs))
     monkeypatch.setattr(dataset, "SHIPPED", shipped)
-    assert arena.heldout_prompts(parts) == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
+    assert arena.heldout_prompts() == (held, "pet_examples.jsonl")
+    shipped.write_text("".join(json.dumps(e) + "\n" for e in exs[:20]))
+    assert arena.heldout_prompts() == ([h for h in held if int(h.split()[-1]) < 20], "pet_examples.jsonl")
 
 
 def test_send_better_answer_to_training_set(tmp_path):
@@ -589,3 +585,31 @@ def test_the_recommended_pair_is_the_pair_drawn():
     assert min(draws.values()) > 60
     # An unavailable tier in the recommendation: two random available tiers instead.
     assert set(arena.draw_next(res, ["x", "y"], rng)) == {"x", "y"}
+
+
+def test_pick_prompt_from_each_source(tmp_path):
+    import random
+
+    rng = random.Random(1)
+    assert arena.pick_prompt("typed", "", "  my own  ") == "my own"
+    with pytest.raises(PetError, match="type a prompt first"):
+        arena.pick_prompt("typed", "a\nb", " ")
+    assert arena.pick_prompt("list", "one\n\ntwo\n", "", rng=rng) in ("one", "two")
+    with pytest.raises(PetError, match="your list is empty"):
+        arena.pick_prompt("list", "\n \n", "typed is ignored")
+    prompts, _ = arena.heldout_prompts(store=Store(tmp_path / "pet.db"))
+    assert arena.pick_prompt("heldout", "", "", store=Store(tmp_path / "pet.db"), rng=rng) in prompts
+
+
+def test_new_and_finished_battle_records():
+    b = arena.new_battle("light", "enhanced", "write a poem", 0.3, 64, None, session="s1")
+    assert (b["tier_a"], b["tier_b"], b["done"], b["voted"], b["session"]) == ("light", "enhanced", False, None, "s1")
+    assert b["params"] == {"temperature": 0.3, "max_new_tokens": 64, "seed": b["seed"]} and 0 <= b["seed"] < 2**31
+    assert arena.new_battle("a", "b", "p", 0, 1, 7)["seed"] == 7
+    cols = [{"text": "L", "stats": {"tokens": 1}, "ident": {"tier": "light"}, "error": ""},
+            {"text": "R", "stats": None, "ident": {"tier": "enhanced"}, "error": ""}]
+    done = arena.finish_battle(dict(b), cols)
+    assert (done["answer_a"], done["answer_b"], done["stats_b"], done["ident_b"], done["done"]) == \
+        ("L", "R", {}, {"tier": "enhanced"}, True)
+    failed = arena.finish_battle(dict(b), [cols[0], dict(cols[1], error="no model")])
+    assert failed["done"] is False and failed["created"] > 0

@@ -173,3 +173,15 @@ def test_hub_gguf_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert ref.kind == "hub"
     with pytest.raises(PetError, match="could not fetch someorg/some-repo/model.Q4_K_M.gguf"):
         models.hub_gguf(ref)
+
+
+def test_one_stats_line_for_stats_and_their_dict():
+    from pet.backends.base import Chunk, Stats, stats_line
+
+    st = Stats()
+    st.update(Chunk("a", tokens=1, ttft_s=0.5, elapsed_s=0.5))
+    st.update(Chunk("b", tokens=11, ttft_s=0.5, elapsed_s=1.5, done=True, finish_reason="stop"))
+    assert (st.tokens, st.total_s, st.finish_reason, st.tok_s) == (11, 1.5, "stop", 10.0)
+    assert st.line() == stats_line(st.as_dict()) == "TTFT 0.50 s · 10.0 tok/s · 11 tokens"
+    assert stats_line({}) == "TTFT 0.00 s · 0.0 tok/s · 0 tokens"  # a column that never started
+    assert Stats.of(None) == Stats() and Stats.of(Chunk("", tokens=3, ttft_s=0.1, elapsed_s=0.3)).tokens == 3

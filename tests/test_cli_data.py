@@ -166,14 +166,14 @@ def test_shipped_stats_show_the_tag_balance(home, capsys):
 @pytest.mark.skipif(not SHIPPED.exists(), reason="data/pet_examples.jsonl not written yet")
 def test_every_shipped_example_fits_the_training_cutoff(engine):
     """Each example, with the enhanced tier's system prompt as the trainer adds it, fits max_seq_len whole."""
-    from pet.dataset import TRAIN_CUTOFF
+    from pet.dataset import MAX_SEQ_LEN
     from pet.templates import with_system
 
     tok, tmpl = engine.tokenizer_for("enhanced"), engine.template_for("enhanced")
     system = engine.tiers.spec("enhanced").system_prompt
     too_long = [(i, n) for i, e in enumerate(read_jsonl(SHIPPED), 1)
                 if (n := len(tok(tmpl.render(with_system(e["messages"], system), add_generation_prompt=False))))
-                >= TRAIN_CUTOFF]
+                >= MAX_SEQ_LEN]
     assert too_long == []
 
 

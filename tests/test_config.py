@@ -76,3 +76,10 @@ def test_settings_auth_and_home(monkeypatch, tmp_path):
     monkeypatch.setenv("PET_AUTH", "nocolon")
     with pytest.raises(ConfigError, match="PET_AUTH: expected USER:PASS"):
         Settings.from_env()
+
+
+def test_one_tier_name_rule():
+    from pet.config import valid_tier_name
+
+    assert all(valid_tier_name(n) for n in ("light", "enhanced-v2", "my_tier", "t3"))
+    assert not any(valid_tier_name(n) for n in ("bad name", "a/b", "x.y", "", "-"))

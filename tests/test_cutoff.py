@@ -33,10 +33,10 @@ def test_the_warning_cutoff_is_the_trainers_default():
     from pet.cli import build_parser
     from pet.train.trainer import TrainConfig
 
-    assert TrainConfig().max_seq_len == dataset.TRAIN_CUTOFF == 768
+    assert TrainConfig().max_seq_len == dataset.MAX_SEQ_LEN == 768
     parser = build_parser()
     for cmd in (["data", "validate", "x.jsonl"], ["data", "stats"]):
-        assert parser.parse_args(cmd).cutoff == dataset.TRAIN_CUTOFF
+        assert parser.parse_args(cmd).cutoff == dataset.MAX_SEQ_LEN
 
 
 def test_lengths_count_what_the_trainer_tokenises(tiny_engine):

@@ -80,3 +80,20 @@ def test_preview_escapes_everything_and_marks_the_trained_part():
             "&lt;start_of_turn&gt;model\n<mark>You are &lt;b&gt;bold&lt;/b&gt; &amp; brief.&lt;end_of_turn&gt;\n"
             "</mark>") in out
     assert out.count("<mark>") == 1
+
+
+def test_put_row_edits_a_row_or_appends_a_new_one():
+    rows = [ex(0), ex(1)]
+    assert dv.put_row(rows, 1, ex(9)) == (1, "edited row 2") and rows[1] == ex(9) and len(rows) == 2
+    assert dv.put_row(rows, -1, ex(7)) == (2, "added row 3") and rows[2] == ex(7)
+    assert dv.put_row(rows, 99, ex(8)) == (3, "added row 4") and len(rows) == 4  # a stale row number appends
+
+
+def test_import_note_names_the_file_and_the_skipped_rows():
+    from pet.dataset import ParseResult, Problem
+
+    good = ParseResult("messages", examples=[ex(0), ex(1)])
+    assert dv.import_note("C:\\Users\\me\\rows.jsonl", good) == "imported 2 from rows.jsonl"
+    bad = ParseResult("csv", examples=[ex(0)], errors=[Problem(3, "answer", "empty"), Problem(5, "request", "x"),
+                                                       Problem(3, "request", "y")])
+    assert dv.import_note("/tmp/a/b.csv", bad) == "imported 1 from b.csv (skipped 2 bad row(s): 3, 5)"

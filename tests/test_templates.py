@@ -68,3 +68,16 @@ def test_llamacpp_and_transformers_tokenise_the_rendered_conversation_identicall
         theirs = list(theirs["input_ids"]) if hasattr(theirs, "keys") else list(theirs)
         assert ours == theirs, tier
         assert len(ours) > 40
+
+
+def test_the_engine_and_the_llamacpp_backend_choose_the_same_template(engine):
+    """One template choice for a GGUF (gguf_template): the engine's vocabulary-only view and a loaded model agree."""
+    from pet import models
+    from pet.backends.llamacpp import LlamaCppBackend
+
+    spec = engine.tiers.spec("light")
+    backend = LlamaCppBackend(models.resolve(spec.model, spec.backend, engine.settings.path("models")).path,
+                              n_ctx=256, template_override=spec.template, n_threads=1)
+    backend.load()
+    ours, served = engine.template_for("light"), backend.template
+    assert (ours.name, tuple(ours.stop), ours.render(CONVO)) == (served.name, tuple(served.stop), served.render(CONVO))

@@ -51,8 +51,29 @@ class Stats:
         return {"tokens": self.tokens, "ttft_s": round(self.ttft_s, 4), "tok_s": round(self.tok_s, 2),
                 "total_s": round(self.total_s, 4), "finish_reason": self.finish_reason}
 
+    def update(self, ch: Chunk) -> Stats:
+        """Take the running totals a chunk carries (its finish reason too, on the last chunk)."""
+        self.tokens, self.ttft_s, self.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
+        if ch.done:
+            self.finish_reason = ch.finish_reason
+        return self
+
+    @classmethod
+    def of(cls, ch: Chunk | None) -> Stats:
+        """The stats of a finished answer, from its last chunk (empty when nothing came)."""
+        return cls(ch.tokens, ch.ttft_s, ch.elapsed_s, ch.finish_reason) if ch is not None else cls()
+
     def line(self) -> str:
-        return f"TTFT {self.ttft_s:.2f} s · {self.tok_s:.1f} tok/s · {self.tokens} tokens"
+        return stats_line(self)
+
+
+def stats_line(s: Stats | dict) -> str:
+    """The one timing line shown under an answer (chat, compare, arena, CLI): a Stats or its as_dict()."""
+    if isinstance(s, Stats):
+        ttft, tok_s, tokens = s.ttft_s, s.tok_s, s.tokens
+    else:
+        ttft, tok_s, tokens = s.get("ttft_s", 0), s.get("tok_s", 0), s.get("tokens", 0)
+    return f"TTFT {ttft:.2f} s · {tok_s:.1f} tok/s · {tokens} tokens"
 
 
 @dataclass
@@ -142,9 +163,7 @@ def collect(stream: Iterator[Chunk]) -> Answer:
     for ch in stream:
         parts.append(ch.text)
         notice = ch.notice or notice
-        stats.tokens, stats.ttft_s, stats.total_s = ch.tokens, ch.ttft_s, ch.elapsed_s
-        if ch.done:
-            stats.finish_reason = ch.finish_reason
+        stats.update(ch)
     return Answer("".join(parts), stats, notice)
 
 

@@ -11,6 +11,21 @@ from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context
 from pet.config import GenParams
 
 
+def _counting_streamer(tokenizer):
+    """A TextIteratorStreamer that also counts the tokens generated so far (for the chunks' token counts)."""
+    from transformers import TextIteratorStreamer
+
+    class _Counting(TextIteratorStreamer):
+        generated = 0
+
+        def put(self, value):
+            if not self.next_tokens_are_prompt:
+                self.generated += value.numel()
+            super().put(value)
+
+    return _Counting(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 class HFBackend(Backend):
     name = "hf"
 
@@ -64,7 +79,6 @@ class HFBackend(Backend):
     def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
         self.load()
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         def count(ms: list[dict]) -> int:
             return len(self.tokenize(self.template.render(ms, add_generation_prompt=True)))
@@ -73,32 +87,8 @@ class HFBackend(Backend):
         messages, notice = fit_context(messages, count, limit)
         ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
         cancel = threading.Event()
-
-        class _Cancel(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kw):
-                return cancel.is_set()
-
-        stop_ids = [i for s in self.template.stop
-                    for i in [self.tokenizer.convert_tokens_to_ids(s)] if isinstance(i, int) and i >= 0]
-        class _Counting(TextIteratorStreamer):
-            generated = 0
-
-            def put(self, value):
-                if not self.next_tokens_are_prompt:
-                    self.generated += value.numel()
-                super().put(value)
-
-        streamer = _Counting(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        gen_kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
-                      max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
-                      stopping_criteria=StoppingCriteriaList([_Cancel()]),
-                      eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
-        if params.stop:
-            gen_kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if params.temperature > 0:
-            gen_kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
-        else:
-            gen_kw.update(do_sample=False)
+        streamer = _counting_streamer(self.tokenizer)
+        gen_kw = self._generate_kwargs(ids, params, streamer, cancel)
         out = {}
 
         def run():
@@ -129,6 +119,29 @@ class HFBackend(Backend):
             finally:
                 cancel.set()
                 worker.join()
+
+    def _generate_kwargs(self, ids, params: GenParams, streamer, cancel: threading.Event) -> dict:
+        """model.generate's arguments: the template's stop tokens, sampling or greedy, Stop as a criterion."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Cancel(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return cancel.is_set()
+
+        stop_ids = [i for s in self.template.stop
+                    for i in [self.tokenizer.convert_tokens_to_ids(s)] if isinstance(i, int) and i >= 0]
+        gen_kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                      max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
+                      stopping_criteria=StoppingCriteriaList([_Cancel()]),
+                      eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
+        if params.stop:
+            gen_kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if params.temperature > 0:
+            gen_kw.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+        else:
+            gen_kw.update(do_sample=False)
+        return gen_kw
 
     def logprobs(self, messages: list[dict], answer: str) -> list[float]:
         """Log-probability of each token of `answer` (and its end-of-turn marker) as the reply to `messages`.

@@ -47,6 +47,17 @@ def _import_llama():
     return Llama
 
 
+def gguf_template(llm, override: str | None = None) -> templates.ChatTemplate:
+    """The one choice of chat template for a GGUF model (serving here, and the engine's vocabulary-only view):
+    the tier's override, else what the file's metadata says."""
+    def token_text(tid: int) -> str:
+        return "" if tid < 0 else llm.detokenize([tid], special=True).decode("utf-8", errors="ignore")
+
+    md = llm.metadata
+    return templates.choose(override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
+                            bos_token=token_text(llm.token_bos()), eos_token=token_text(llm.token_eos()))
+
+
 class SharedModel:
     """One llama.cpp model and context that several tiers use (base and enhanced: one GGUF, with and
     without the LoRA), so they cost one model's memory. llama.cpp applies LoRA adapters per context
@@ -150,10 +161,7 @@ class LlamaCppBackend(Backend):
             except (ValueError, RuntimeError) as e:
                 raise BackendError(f"llama.cpp could not load {self.model_path.name}: {e}. A truncated or corrupt "
                                    "download fails this way: check the file (or reinstall its package) and try again")
-        md = self.llm.metadata
-        self.template = templates.choose(
-            self.template_override, md.get("tokenizer.chat_template"), md.get("general.architecture"),
-            bos_token=self._token_text(self.llm.token_bos()), eos_token=self._token_text(self.llm.token_eos()))
+        self.template = gguf_template(self.llm, self.template_override)
 
     def set_threads(self, n: int) -> None:
         n = max(1, int(n))
@@ -166,11 +174,6 @@ class LlamaCppBackend(Backend):
 
                 llama_set_n_threads(self.llm.ctx, n, n)
                 self.llm.n_threads = self.llm.n_threads_batch = n
-
-    def _token_text(self, tid: int) -> str:
-        if tid < 0:
-            return ""
-        return self.llm.detokenize([tid], special=True).decode("utf-8", errors="ignore")
 
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)

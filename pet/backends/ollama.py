@@ -6,7 +6,6 @@ a dropped connection) becomes a BackendError whose message says what to do.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 from pet.backends.base import Backend, BackendError, Chunk, Clock
@@ -49,7 +48,6 @@ class OllamaBackend(Backend):
         self.host = host or DEFAULT_HOST
         self.timeout = timeout
         self._client = None
-        self._lock = threading.Lock()
 
     def client(self):
         if self._client is None:

@@ -18,6 +18,7 @@ def register(sub) -> None:
 
 def cmd_compare(args) -> int:
     from pet import compare
+    from pet.backends.base import stats_line
 
     eng = engine()
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
@@ -35,8 +36,7 @@ def cmd_compare(args) -> int:
             print(f"unavailable: {col['error']}")
         else:
             print(col["text"].strip())
-            s = col["stats"] or {}
-            print(f"--- TTFT {s.get('ttft_s', 0):.2f} s · {s.get('tok_s', 0):.1f} tok/s · {s.get('tokens', 0)} tokens")
+            print(f"--- {stats_line(col['stats'] or {})}")
         print()
     if not args.no_save:
         cid = compare.save(eng.store, args.prompt, args.system, compare.clean_settings(settings), cols)

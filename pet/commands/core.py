@@ -75,8 +75,7 @@ def cmd_chat(args) -> int:
     if args.stats and last is not None:
         from pet.backends.base import Stats
 
-        st = Stats(last.tokens, last.ttft_s, last.elapsed_s, last.finish_reason)
-        print(st.line(), file=sys.stderr)
+        print(Stats.of(last).line(), file=sys.stderr)
     return 0
 
 

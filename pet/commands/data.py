@@ -8,7 +8,7 @@ import time
 
 from pet import PetError
 from pet.commands import add, engine
-from pet.dataset import TRAIN_CUTOFF
+from pet.dataset import MAX_SEQ_LEN
 
 SHOW = 200  # problems printed as text; --json lists them all
 FORMAT_CHOICES = ("auto", "messages", "alpaca", "sharegpt", "chatml", "csv")
@@ -24,8 +24,8 @@ def register(sub) -> None:
     q.add_argument("path")
     q.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="input format (default: detect)")
     _column_flags(q)
-    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
-                   f"prompt included, for over-long warnings (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
+    q.add_argument("--cutoff", type=int, default=MAX_SEQ_LEN, help="training cutoff in tokens, the tier's system "
+                   f"prompt included, for over-long warnings (default: the trainer's max_seq_len, {MAX_SEQ_LEN})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "import", cmd_import, help="import a file as a new version (nothing changes if it has errors)")
@@ -43,8 +43,8 @@ def register(sub) -> None:
 
     q = add(dsub, "stats", cmd_stats, help="examples, tag balance and token lengths")
     q.add_argument("--version", help="version number or name (default: the latest)")
-    q.add_argument("--cutoff", type=int, default=TRAIN_CUTOFF, help="training cutoff in tokens, the tier's system "
-                   f"prompt included (default: the trainer's max_seq_len, {TRAIN_CUTOFF})")
+    q.add_argument("--cutoff", type=int, default=MAX_SEQ_LEN, help="training cutoff in tokens, the tier's system "
+                   f"prompt included (default: the trainer's max_seq_len, {MAX_SEQ_LEN})")
     q.add_argument("--json", action="store_true", help="print the result as JSON")
 
     q = add(dsub, "versions", cmd_versions, help="list the saved versions, newest first")
