@@ -20,7 +20,7 @@ from pet.display import literal_html
 SLOTS = 8  # the most tiers one comparison shows side by side
 
 
-def stats_line(col: dict) -> str:
+def column_stats(col: dict) -> str:
     s = col.get("stats")
     if col.get("error") or not s:
         return ""
@@ -116,7 +116,7 @@ def show(columns: list[dict]) -> list:
     for k in range(SLOTS):
         c = columns[k] if k < len(columns) else None
         out += [gr.Column(visible=c is not None), f"### {c['tier']}" if c else "",
-                answer_text(c) if c else "", stats_line(c) if c else ""]
+                answer_text(c) if c else "", column_stats(c) if c else ""]
     return out
 
 

@@ -121,3 +121,12 @@ system_prompt = "Answer in one short sentence."
         assert not c1["error"] and c1["text"] and c1["text"] == c2["text"]
         assert 0 < c1["stats"]["tokens"] <= 12 and c1["stats"]["ttft_s"] > 0
     assert r1["columns"][0]["text"] != r1["columns"][1]["text"]  # different system prompts
+
+
+def test_a_compare_column_shows_the_one_stats_line():
+    # pages/compare.py once shadowed stats_line with its own and recursed forever: no column showed stats
+    from pages.compare import column_stats
+
+    stats = {"ttft_s": 0.5, "tok_s": 10.0, "tokens": 11}
+    assert column_stats({"stats": stats}) == "TTFT 0.50 s · 10.0 tok/s · 11 tokens"
+    assert column_stats({"stats": stats, "error": "server gone"}) == "" and column_stats({}) == ""

@@ -207,6 +207,11 @@ class LlamaCppBackend(Backend):
         with self._lock:
             if self.shared is not None:
                 self.shared.activate(self.lora_path)
+            if params.seed is not None:
+                # A seed promises the same answer every time, but a prompt evaluated in one batch and one
+                # resumed from the cache differ in the last bits (a LoRA makes it show), so a seeded
+                # request evaluates its whole prompt afresh.
+                self.llm.reset()
             clock = Clock()
             gen = self.llm.create_completion(prompt, **kw)
             reason = "cancelled"

@@ -54,7 +54,9 @@ def test_both_bad_vote_exported_and_downloaded(home_outside_tmp, page, tmp_path)
         dl.value.save_as(saved)
         rows = [json.loads(line) for line in saved.read_text(encoding="utf-8").splitlines()]
         assert len(rows) == 1 and rows[0]["winner"] == "tie (bothbad)"
-        assert {rows[0]["model_a"], rows[0]["model_b"]} == {"tersebot", "chattybot"}
+        # tier_a/_b are the tier names; model_a/_b the rated identities (tier@weights), as pet/arena.py exports them
+        assert {rows[0]["tier_a"], rows[0]["tier_b"]} == {"tersebot", "chattybot"}
+        assert {rows[0]["model_a"].split("@")[0], rows[0]["model_b"].split("@")[0]} == {"tersebot", "chattybot"}
         assert rows[0]["conversation_a"][-2]["content"] == "write a poem about autumn"
         # the file was written under PET_HOME/exports, then served
         assert [p.suffix for p in (home / "exports").iterdir()] == [".jsonl"]

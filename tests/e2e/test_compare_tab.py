@@ -27,21 +27,27 @@ def test_compare_streams_two_tiers_side_by_side(page, app_url, shots):
     page.goto(app_url)
     page.get_by_role("tab", name="Compare").click()
     page.wait_for_selector("#compare-prompt textarea")
+    boxes = page.locator("#compare-tiers")
+    boxes.get_by_label("light", exact=True).wait_for()
+    for name in ("light", "base"):
+        boxes.get_by_label(name, exact=True).check()
     for name in ("enhanced", "power"):
-        page.locator("#compare-tiers").get_by_label(name, exact=True).uncheck()
+        boxes.get_by_label(name, exact=True).uncheck()
     page.locator("#compare-max-new input[type=number]").fill("24")
     page.locator("#compare-max-new input[type=number]").press("Enter")
     page.locator("#compare-prompt textarea").fill("write a poem about autumn")
     page.locator("#compare-run").click()
-    for name in ("light", "base"):
-        page.wait_for_function(f"document.querySelector('#compare-stats-{name}').innerText.includes('tok/s')",
+    # each chosen tier streams into its own column (slots 0, 1, ... in the tiers' order), titled with its name
+    for k in (0, 1):
+        page.wait_for_function(f"(document.querySelector('#compare-stats-{k}')?.innerText || '').includes('tok/s')",
                                timeout=180_000)
+    assert [page.locator(f"#compare-title-{k}").inner_text().strip() for k in (0, 1)] == ["light", "base"]
     page.get_by_text("Saved as").wait_for()
-    light, base = (page.locator(f"#compare-col-{n}").bounding_box() for n in ("light", "base"))
+    light, base = (page.locator(f"#compare-col-{k}").bounding_box() for k in (0, 1))
     assert light["x"] + light["width"] <= base["x"] + 1 and abs(light["y"] - base["y"]) < 5  # side by side
-    assert not page.locator("#compare-col-enhanced").is_visible()
-    for name in ("light", "base"):
-        assert len(page.locator(f"#compare-answer-{name}").inner_text().split()) >= 3
+    assert not page.locator("#compare-col-2").is_visible()
+    for k in (0, 1):
+        assert len(page.locator(f"#compare-answer-{k}").inner_text().split()) >= 3
     page.screenshot(path=str(shots / "compare.png"), full_page=True)
 
 
