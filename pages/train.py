@@ -12,7 +12,7 @@ from dataclasses import fields
 import gradio as gr
 
 from pages import Live, export_panel
-from pet import PetError
+from pet import PetError, dataview
 from pet.train import jobs
 from pet.train.trainer import TrainConfig
 
@@ -131,6 +131,17 @@ def loss_figure(run: dict | None):
     return fig
 
 
+HISTORY_COLUMNS = ["run", "state", "source", "steps", "held-out before", "held-out after"]
+
+
+def history_html(engine) -> str:
+    return history_table(history_rows(engine))
+
+
+def history_table(rows: list[list]) -> str:
+    return dataview.html_table(HISTORY_COLUMNS, [["" if c is None else c for c in r] for r in rows], "no runs yet")
+
+
 def history_rows(engine) -> list[list]:
     out = []
     for r in jobs.list_runs(engine.settings.home):
@@ -234,8 +245,9 @@ def build(engine) -> dict:
             add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
             export_panel.run_button(engine, watched)
     with gr.Accordion("Run history", open=False):
-        history = gr.Dataframe(headers=["run", "state", "source", "steps", "held-out before", "held-out after"],
-                               value=lambda: history_rows(engine), interactive=False, elem_id="train-history")
+        # An escaped HTML table, not a Dataframe: the Dataframe's virtual scrolling left its rows undrawn
+        # after a live update until the page was scrolled or resized.
+        history = gr.HTML(lambda: history_html(engine), elem_id="train-history", max_height=400)
         with gr.Row():
             pick = gr.Textbox(label="Show run (id)", elem_id="train-pick")
             show = gr.Button("Show", scale=0)
@@ -300,7 +312,8 @@ def build(engine) -> dict:
         rows = history_rows(engine)  # live: a run's state and steps change while it runs
         return (progress_html(run), loss_figure(run), tail, gr.update(visible=show_result), text,
                 run["id"] if run else None, gr.update(visible=bool(run and run.get("resumable"))),
-                gr.update(visible=offer), gr.update(value=rows) if rows != shown_history else gr.update(), rows)
+                gr.update(visible=offer),
+                gr.update(value=history_table(rows)) if rows != shown_history else gr.update(), rows)
 
     shown = gr.State(None)  # the history rows on screen: the table is sent again only when they change
     outs = [progress, plot, log, result, result_md, watched, resume, use_row, history, shown]
@@ -342,7 +355,7 @@ def build(engine) -> dict:
         except PetError as e:
             raise gr.Error(str(e))
         gr.Info(f"Tier {spec.name} now uses the adapter of run {run_id} (saved in PET_HOME/tiers.local.toml).")
-        return history_rows(engine)
+        return history_html(engine)
 
     make_enhanced.click(on_use, watched, history, api_name=False)
 
