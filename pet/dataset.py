@@ -91,7 +91,6 @@ MAX_DEPTH = 16  # a real record nests 4 levels deep; anything near this is an at
 # conversation as the trainer renders it, the tier's system prompt included; the Data tab and `pet data` warn
 # against the same number, measured the same way (Lengths).
 MAX_SEQ_LEN = 768
-TRAIN_CUTOFF = MAX_SEQ_LEN  # the old name; pet/train/trainer.py still imports it (rename there after the merge)
 
 # CSV header names read as the request and the answer (compared lower-cased, punctuation as "_"); a header
 # that is none of these is still recognised by its words (REQUEST_WORDS, ANSWER_WORDS), and the Data tab

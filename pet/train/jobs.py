@@ -20,7 +20,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.config import PARAM_TYPES, REPO_ROOT, ThreadBudget
+from pet.config import PARAM_TYPES, REPO_ROOT, TIER_NAME_RULE, ThreadBudget, valid_tier_name
 from pet.train import checkpoint
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
@@ -349,8 +349,8 @@ def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | N
     check_base(adapter, base_identity(ref.ref, ref.path))
     name = new_name or target
     if new_name:
-        if not new_name.replace("-", "").replace("_", "").isalnum():
-            raise PetError(f"tier name {new_name!r}: use letters, digits, '-' and '_' only")
+        if not valid_tier_name(new_name):
+            raise PetError(f"tier name {new_name!r}: {TIER_NAME_RULE}")
         if new_name in engine.tiers.names():
             raise PetError(f"a tier named {new_name!r} exists already; choose another name")
     meta = adapter.meta

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pet import PetError
-from pet.dataset import TRAIN_CUTOFF
+from pet.dataset import MAX_SEQ_LEN
 
 IGNORE = -100
 RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter",
@@ -66,7 +66,7 @@ class TrainConfig:
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming the learning rate up")
     batch_size: int = _f(1, "examples per forward pass (on a 2-core CPU 1 was fastest per token; GPUs like more)")
     grad_accum: int = _f(4, "forward passes per optimizer step (effective batch = batch_size x grad_accum)")
-    max_seq_len: int = _f(TRAIN_CUTOFF, "longest tokenised conversation kept, the tier's system prompt included "
+    max_seq_len: int = _f(MAX_SEQ_LEN, "longest tokenised conversation kept, the tier's system prompt included "
                                         "(the Data tab warns against the same number); longer ones are truncated")
     seed: int = _f(0, "random seed for LoRA init, shuffling and dropout")
     eval_every: int | None = _f(None, "held-out loss every N steps (default: about 8 times per run)")
