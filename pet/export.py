@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from pet import PetError
+from pet.files import atomic_path
 
 # transformers model_type -> gguf MODEL_ARCH member
 ARCHES = {"gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "llama": "LLAMA"}
@@ -122,9 +123,8 @@ def write_gguf_adapter(peft_dir: str | Path, target: str | Path) -> Path:
     layers = [int(x) for k in pairs for x in re.findall(r"\.layers\.(\d+)\.", k)]
     march = gguf_arch(arch)
     names = gguf.get_tensor_name_map(march, max(layers, default=0) + 1)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[march])
-    try:
+    with atomic_path(target) as tmp:  # the one atomic write: a half-written GGUF never replaces a good one
+        writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[march])
         writer.add_string("general.type", "adapter")
         writer.add_string("adapter.type", "lora")
         writer.add_float32("adapter.lora.alpha", float(cfg["lora_alpha"]))
@@ -144,9 +144,6 @@ def write_gguf_adapter(peft_dir: str | Path, target: str | Path) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -303,9 +300,8 @@ def write_gguf_model(model_dir: str | Path, target: str | Path, tokenizer_gguf: 
     model_type = text.get("model_type") or config.get("model_type")
     march = gguf_arch(model_type)
     hp = model_config(model_type, config)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[march])
-    try:
+    with atomic_path(target) as tmp:  # the one atomic write: a half-written GGUF never replaces a good one
+        writer = gguf.GGUFWriter(str(tmp), gguf.MODEL_ARCH_NAMES[march])
         writer.add_type("model")
         writer.add_name(name or model_dir.name)
         _check_and_add_hparams(writer, model_type, text)
@@ -340,9 +336,6 @@ def write_gguf_model(model_dir: str | Path, target: str | Path, tokenizer_gguf: 
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
