@@ -150,6 +150,14 @@ def hf_folder(model: ModelRef, cache_dir: Path, on_convert=None) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tok = AutoTokenizer.from_pretrained(str(model.path.parent), gguf_file=model.path.name)
+        differs = tokenizer_mismatch(tok, model.path)
+        if differs:
+            import transformers
+
+            raise PetError(f"model {model.ref!r}: transformers {transformers.__version__} reads this GGUF's tokenizer "
+                           f"differently from llama.cpp ({differs}), so a model trained on it would not fit the one "
+                           "llama.cpp serves; install a transformers release that matches (5.24 does), or give the "
+                           "model as its Hugging Face folder or id")
         m = AutoModelForCausalLM.from_pretrained(str(model.path.parent), gguf_file=model.path.name,
                                                  dtype=torch.float32)
         m.hf_quantizer = None
@@ -162,6 +170,32 @@ def hf_folder(model: ModelRef, cache_dir: Path, on_convert=None) -> str:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+TOKENIZER_PROBE = ("Rewrite the user's request as one clear prompt: role, task, context, constraints and "
+                   "format.\n  Deadline 2026-05-01, budget $1,200; naïve café, <b>bold</b>, über-groß, 東京.")
+
+
+def tokenizer_mismatch(tok, gguf: Path) -> str | None:
+    """None when transformers' tokenizer splits a probe text into exactly llama.cpp's tokens for this GGUF, else
+    what differs. Training reads the GGUF through transformers and serving through llama.cpp: when the two
+    disagree, an adapter learns token sequences the served model never sees. (transformers 5.17 turned Gemma 3
+    270M's GGUF tokenizer into one that needs about four times llama.cpp's tokens; 5.24 matches.) Without
+    llama.cpp installed (a training-only machine) there is nothing to compare with."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(str(gguf), vocab_only=True, verbose=False)
+    try:
+        want = llm.tokenize(TOKENIZER_PROBE.encode(), add_bos=False, special=False)
+    finally:
+        llm.close()
+    got = tok(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]
+    if list(got) == list(want):
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return f"a test sentence is {len(got)} tokens there and {len(want)} in llama.cpp, first different at token {first}"
 
 
 def install_folder(tmp: Path, target: Path) -> None:

@@ -161,6 +161,43 @@ def test_gguf_to_transformers_cache_is_reused(engine, monkeypatch):
     assert models.hf_folder(ref, engine.settings.path("cache", "hf")) == first
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("tier", ["enhanced", "light"])
+def test_transformers_tokenizer_matches_llama_cpp_on_the_packaged_models(engine, tier):
+    """Training reads the packaged GGUF through transformers, serving through llama.cpp: the two must split text
+    into the same tokens, or the adapter learns sequences the served model never sees."""
+    from transformers import AutoTokenizer
+
+    from pet import models
+
+    spec = engine.tiers.spec(tier)
+    ref = models.resolve(spec.model, "hf", engine.settings.path("models"))
+    tok = AutoTokenizer.from_pretrained(models.hf_folder(ref, engine.settings.path("cache", "hf")))
+    assert models.tokenizer_mismatch(tok, ref.path) is None
+
+
+@pytest.mark.slow
+def test_a_tokenizer_that_differs_from_llama_cpp_is_refused_before_converting(engine, tmp_path, monkeypatch):
+    """A transformers release that reads the GGUF's tokenizer differently (5.17 did, for Gemma 3) must stop the
+    conversion with the fix named, and leave nothing half-written in the cache."""
+    from tests.tiny_models import make_tiny
+    from transformers import AutoTokenizer
+
+    from pet import PetError, models
+
+    ref = models.resolve(engine.tiers.spec("enhanced").model, "hf", engine.settings.path("models"))
+    other = AutoTokenizer.from_pretrained(make_tiny(tmp_path / "tiny", "gemma3", layers=1))
+    differs = models.tokenizer_mismatch(other, ref.path)
+    assert differs and "tokens there" in differs and "in llama.cpp" in differs
+    monkeypatch.setattr(models, "tokenizer_mismatch", lambda tok, gguf: differs)
+    cache = tmp_path / "cache"
+    with pytest.raises(PetError) as e:
+        models.hf_folder(ref, cache)
+    assert "reads this GGUF's tokenizer differently from llama.cpp" in str(e.value)
+    assert "install a transformers release that matches" in str(e.value)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
 def test_hub_gguf_offline_is_a_clear_error(tmp_path, monkeypatch):
     from pet import PetError, models
 
