@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from pet import PetError
-from pet.files import atomic_path
+from pet.files import atomic_folder, atomic_path
 
 # transformers model_type -> gguf MODEL_ARCH member
 ARCHES = {"gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "llama": "LLAMA"}
@@ -450,8 +450,6 @@ def extract_lora(run_dir: str | Path, rank: int, out: str | Path | None = None,
 
 
 def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir: Path, report: dict) -> None:
-    import shutil
-
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -459,17 +457,11 @@ def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir:
     from pet.adapters import INFO_FILE
 
     resolved = cfg["resolved"]
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     modules = sorted({m.rsplit(".", 1)[-1] for m in factors})
-    LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=modules, bias="none",
-               task_type="CAUSAL_LM", base_model_name_or_path=resolved["base"].get("ref")).save_pretrained(tmp)
     tensors = {}
     for module, (a, b) in factors.items():
         tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(torch.bfloat16).contiguous()
         tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(torch.bfloat16).contiguous()
-    save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     tuned_meta = {}
     if (run_dir / "model" / "pet_model.json").exists():
         tuned_meta = json.loads((run_dir / "model" / "pet_model.json").read_text(encoding="utf-8"))
@@ -486,12 +478,11 @@ def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir:
             "eval_loss_before": final.get("eval_loss_before"), "eval_loss_after": final.get("eval_loss_after"),
             "lora_r": rank, "lora_alpha": rank, "target_modules": modules, "extraction": report,
             "source_run": str(run_dir), "created": time.time()}
-    (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    old = target.with_name(target.name + f".old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(target) as tmp:  # an adapter is replaced whole, or not at all
+        LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=modules, bias="none",
+                   task_type="CAUSAL_LM", base_model_name_or_path=resolved["base"].get("ref")).save_pretrained(tmp)
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 # -- Ollama ---------------------------------------------------------------------------------------------

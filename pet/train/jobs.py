@@ -14,13 +14,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
 from pet.config import PARAM_TYPES, REPO_ROOT, TIER_NAME_RULE, ThreadBudget, valid_tier_name
+from pet.files import write_atomic
 from pet.train import checkpoint
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
@@ -317,9 +317,7 @@ def _save_overlay_tier(overlay: Path, spec) -> None:
             lines.append(f"[tiers.{name}.params]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in t["params"].items()]
         lines.append("")
-    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, overlay)
+    write_atomic(overlay, "\n".join(lines))  # a unique temp file: threads and processes never share one
 
 
 def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | None = None):

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from pet import PetError
 from pet.dataset import MAX_SEQ_LEN
+from pet.files import atomic_folder, write_atomic
 
 IGNORE = -100
 RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter",
@@ -335,9 +336,8 @@ def load_full_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
 
 # -- the run folder ----------------------------------------------------------------------------------
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    """A run folder's JSON file (config, status, final evaluation), written atomically (pet/files.py)."""
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def new_run_id() -> str:
@@ -386,9 +386,7 @@ class RunFolder:
                         rows.append(row)
         except OSError:
             pass
-        tmp = self.path / f"metrics.jsonl.tmp{os.getpid()}"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, self.path / "metrics.jsonl")
+        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -603,7 +601,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
         "lr": cfg.peak_lr(), "world_size": acc.num_processes}}
     if acc.is_main_process and not resume:
         write_json(run.path / "config.json", config)
-        (run.path / "data_sha256").write_text(sha + "\n")
+        write_atomic(run.path / "data_sha256", sha + "\n")
     log.info("data %s: %d train, %d held-out examples (%d dropped: no answer left after truncation); sha256 %s",
              data_path, len(train_ex), len(held_ex), dropped, sha[:16])
     run.phase("loading", "loading the model")
@@ -900,15 +898,6 @@ class _null:
         return False
 
 
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace `target` by the finished folder `tmp`, so a reader never sees a half-written one."""
-    old = target.with_name(target.name + f".old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def to_bf16_file(path: Path) -> None:
     """Rewrite a safetensors file in bf16: PEFT saves the fp32 training copy, and shipped adapters must
     stay small (bf16 keeps fp32's range; an update's rounding is far below what training changes)."""
@@ -925,24 +914,22 @@ def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> dict:
     from pet.adapters import GGUF_FILE
     from pet.export import write_gguf_adapter
 
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
-    to_bf16_file(tmp / "adapter_model.safetensors")
-    # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
-    cfg_path = tmp / "adapter_config.json"
-    peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
-    write_json(cfg_path, peft_cfg)
-    write_json(tmp / info_file, meta)
     out = {"adapter": str(target), "gguf": None}
-    try:
-        write_gguf_adapter(tmp, tmp / GGUF_FILE)
-        out["gguf"] = str(target / GGUF_FILE)
-    except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
-        log.warning("no GGUF adapter: %s", e)
-    _swap_in(tmp, target)
+    with atomic_folder(target) as tmp:
+        peft_model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+        to_bf16_file(tmp / "adapter_model.safetensors")
+        # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
+        cfg_path = tmp / "adapter_config.json"
+        peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
+        write_json(cfg_path, peft_cfg)
+        write_json(tmp / info_file, meta)
+        try:
+            write_gguf_adapter(tmp, tmp / GGUF_FILE)
+            out["gguf"] = str(target / GGUF_FILE)
+        except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
+            log.warning("no GGUF adapter: %s", e)
     return out
 
 
@@ -952,12 +939,10 @@ def save_full_model(model, tokenizer, run_path: Path, meta: dict, template, mode
     from pet.export import write_gguf_model
 
     target = run_path / "model"
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / "pet_model.json", meta)
-    _swap_in(tmp, target)
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "pet_model.json", meta)
     out = {"model": str(target), "gguf": None}
     try:
         write_gguf_model(target, run_path / "model.gguf", tokenizer_gguf=model_file, chat_template=template.source,
