@@ -383,12 +383,11 @@ def estimate(examples: list[dict], cfg: TrainConfig, params_m: float = 270.0, sy
     train, held = dataset.split(examples)
     chars = [sum(len(m.get("content", "")) for m in e["messages"]) + system_chars + 60 for e in train]
     tokens = [min(cfg.max_seq_len, c // 4) for c in chars] or [0]
-    per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / cfg.grad_accum)
-    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    steps = cfg.total_steps(len(train))
     train_tokens = steps * cfg.batch_size * cfg.grad_accum * (sum(tokens) / len(tokens))
     precision = "bf16" if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_supports_bf16()) else "fp32"
     rate = measured_tokens_per_s or DEFAULT_TOKENS_PER_S[precision] * 270.0 / max(params_m, 1.0)
-    eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / (cfg.eval_every or max(1, steps // 8))) + 1)
+    eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / cfg.eval_interval(steps)) + 1)
     # Without a measured evaluation speed: a forward pass costs about a third of a training step.
     eval_rate = measured.get("eval_tokens_per_s") or rate * 3
     seconds = measured.get("load_seconds", 20.0) + train_tokens / rate + eval_tokens / eval_rate

@@ -133,6 +133,19 @@ class TrainConfig:
     def modules(self) -> list[str]:
         return [m.strip() for m in str(self.target_modules).split(",") if m.strip()]
 
+    # The run's length, in one place: the trainer and the Train tab's estimate (pet/train/jobs.py) use these.
+    def steps_per_epoch(self, n_examples: int, processes: int = 1) -> int:
+        """Optimizer steps in one pass: batches of batch_size, shared among the processes (each takes every
+        n-th batch), grad_accum batches to a step."""
+        return math.ceil(math.ceil(n_examples / self.batch_size) / processes / self.grad_accum)
+
+    def total_steps(self, n_examples: int, processes: int = 1) -> int:
+        return self.max_steps or max(1, math.ceil(self.steps_per_epoch(n_examples, processes) * self.epochs))
+
+    def eval_interval(self, total_steps: int) -> int:
+        """A held-out loss every this many steps: --eval-every, or about 8 times per run."""
+        return self.eval_every or max(1, total_steps // 8)
+
     def check(self) -> TrainConfig:
         p = self.problems()
         if p:
@@ -629,9 +642,9 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
 
     rng = random.Random(cfg.seed)
     lengths = [len(ids) for ids, _ in train_set]
-    per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / acc.num_processes / cfg.grad_accum)
-    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    eval_every = (cfg.eval_every or max(1, total // 8)) if held_set else None
+    per_epoch = cfg.steps_per_epoch(len(train_set), acc.num_processes)
+    total = cfg.total_steps(len(train_set), acc.num_processes)
+    eval_every = cfg.eval_interval(total) if held_set else None
     warmup = int(total * cfg.warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
