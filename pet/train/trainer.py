@@ -458,7 +458,8 @@ def _gguf_file(ref) -> str | None:
     return str(ref.path) if ref.path is not None and ref.path.suffix == ".gguf" else None
 
 
-def load_examples(cfg: TrainConfig):
+def read_split(cfg: TrainConfig):
+    """The --data file (default: the shipped examples), checked, as (path, train split, held-out split)."""
     from pet import dataset
 
     path = Path(cfg.data) if cfg.data else dataset.SHIPPED
@@ -568,7 +569,7 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run.phase("loading", "reading the examples")
-    data_path, train_ex, held_ex = load_examples(cfg)
+    data_path, train_ex, held_ex = read_split(cfg)
     folder, base, template, system, label, model_file = resolve_source(
         cfg, on_convert=lambda: run.phase("converting", "dequantising the GGUF into a transformers folder "
                                                         "(once per model; it is cached)"))
