@@ -141,9 +141,13 @@ def info(run_dir: str | Path) -> dict:
             "gguf": str(run_dir / "model.gguf") if (run_dir / "model.gguf").exists() else None}
 
 
+def run_ids(home: Path) -> list[str]:
+    """Every run's id (a folder with a status.json), newest first."""
+    return sorted((d.name for d in runs_dir(home).iterdir() if (d / "status.json").exists()), reverse=True)
+
+
 def list_runs(home: Path) -> list[dict]:
-    dirs = [d for d in runs_dir(home).iterdir() if d.is_dir() and (d / "status.json").exists()]
-    return [info(d) for d in sorted(dirs, key=lambda d: d.name, reverse=True)]
+    return [info(runs_dir(home) / rid) for rid in run_ids(home)]
 
 
 def live_ids(home: Path) -> list[str]:
@@ -160,6 +164,42 @@ def active(home: Path) -> dict | None:
     """The running job, if any: what a reloaded page or a restarted app reattaches to."""
     ids = live_ids(home)
     return info(runs_dir(home) / ids[0]) if ids else None
+
+
+def shown_run(home: Path, run_id: str | None) -> dict | None:
+    """The run a page shows: the running job unless another run is asked for, else the run asked for if it
+    exists, else the newest run (None when there is none)."""
+    cur = active(home)
+    if cur and (run_id is None or run_id == cur["id"]):
+        return cur
+    ids = run_ids(home)
+    if run_id and run_id in ids:
+        return info(runs_dir(home) / run_id)
+    return cur or (info(runs_dir(home) / ids[0]) if ids else None)
+
+
+HISTORY_COLUMNS = ["run", "state", "source", "steps", "held-out before", "held-out after"]
+
+
+def history_rows(runs: list[dict]) -> list[list]:
+    """The run history's rows (HISTORY_COLUMNS) from list_runs(); a missing value is an empty cell."""
+    out = []
+    for r in runs:
+        f = r.get("final") or {}
+        src = (r.get("config") or {}).get("resolved", {}).get("source", "")
+        row = [r["id"], r["state"], src, r.get("step"),
+               None if f.get("eval_loss_before") is None else round(f["eval_loss_before"], 4),
+               None if f.get("eval_loss_after") is None else round(f["eval_loss_after"], 4)]
+        out.append(["" if c is None else c for c in row])
+    return out
+
+
+def measured_run(home: Path, tier: str) -> dict | None:
+    """final_eval.json of the newest run on `tier` that measured its training speed: what estimate() uses."""
+    for r in list_runs(home):
+        if (r.get("config") or {}).get("tier") == tier and (r.get("final") or {}).get("train_tokens_per_s"):
+            return r["final"]
+    return None
 
 
 def child_env(home: Path, train_threads: int, tiers_path: Path | None = None) -> dict:
