@@ -89,7 +89,7 @@ def rate(a: tuple[float, float], b: tuple[float, float]) -> float:
     return (b[1] - a[1]) / (b[0] - a[0]) if b[0] > a[0] else float("nan")
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", choices=["pet", "naive"], default="pet")
     ap.add_argument("--chats", type=int, default=4, help="answers per chat phase (at least)")
@@ -99,15 +99,15 @@ def main() -> int:
     ap.add_argument("--chat-tier", default="light")
     ap.add_argument("--train-tier", default="enhanced")
     ap.add_argument("--home", help="PET_HOME for the job's run folder (default: a temporary folder)")
-    a = ap.parse_args()
+    return ap.parse_args()
 
+
+def _engine(a: argparse.Namespace):
+    """(engine, settings, thread budget, home): the budget asked for, on a home sharing the model caches."""
     from dataclasses import replace
 
-    from pet import dataset
     from pet.config import Settings, ThreadBudget
     from pet.engine import Engine
-    from pet.train import jobs
-    from pet.train.trainer import TrainConfig
 
     base = Settings.from_env()
     budget = base.threads
@@ -119,53 +119,76 @@ def main() -> int:
         if not link.exists():
             home.mkdir(parents=True, exist_ok=True)
             link.symlink_to(base.path(sub), target_is_directory=True)
-    eng = Engine(replace(base, home=home, threads=budget))
+    return Engine(replace(base, home=home, threads=budget)), base, budget, home
+
+
+def _training_data(home: Path, n_examples: int) -> Path:
+    """A slice of the curated examples, with a small held-out set: evaluation is not what is measured."""
+    from pet import dataset
+
+    data = home / "bench_examples.jsonl"
+    rows = dataset.read_jsonl(dataset.SHIPPED)
+    held = [e for e in rows if dataset.is_heldout(e)][:4]
+    train = [e for e in rows if not dataset.is_heldout(e)][:n_examples]
+    data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in train + held), encoding="utf-8")
+    return data
+
+
+def _windows(job: Job, eng, a: argparse.Namespace) -> tuple[list, list[dict]]:
+    """Training points p0..p3 around the three windows (alone, with chats, alone), and the chats of the middle one."""
+    job.wait_step(2, timeout=1800)  # loaded, past the warm-up step
+    p0 = job.point()
+    job.wait_step(job.step() + a.window_steps)
+    p1 = job.point()
+    target = job.step() + a.window_steps
+    during = chat(eng, a.chat_tier, a.chats, a.max_tokens, until=lambda: job.step() < target)
+    p2 = job.point()
+    job.wait_step(job.step() + a.window_steps)
+    return [p0, p1, p2, job.point()], during
+
+
+def _result(a: argparse.Namespace, budget, alone: list[dict], during: list[dict], p: list) -> dict:
+    chat_alone = statistics.median(c["tok_s"] for c in alone)
+    chat_during = statistics.median(c["tok_s"] for c in during)
+    train_alone = (rate(p[0], p[1]) + rate(p[2], p[3])) / 2
+    train_with_chat = rate(p[1], p[2])
+    return {"budget": a.budget, "cores": budget.cores, "serve_threads_training": budget.serve,
+            "train_threads": budget.train, "chat_tok_s_alone": round(chat_alone, 1),
+            "chat_tok_s_during_training": round(chat_during, 1), "chat_ratio": round(chat_during / chat_alone, 3),
+            "train_tok_s_alone": round(train_alone, 1), "train_tok_s_with_chat": round(train_with_chat, 1),
+            "train_ratio": round(train_with_chat / train_alone, 3), "chats_during": len(during),
+            "chat_tokens": [c["tokens"] for c in alone + during],
+            "windows": {"train_alone_before": round(rate(p[0], p[1]), 1), "with_chat": round(train_with_chat, 1),
+                        "train_alone_after": round(rate(p[2], p[3]), 1)}}
+
+
+def main() -> int:
+    a = _args()
+    from pet.train import jobs
+    from pet.train.trainer import TrainConfig
+
+    eng, base, budget, home = _engine(a)
     print(f"cores {budget.cores}; budget {a.budget}: serve {budget.serve} while training, train {budget.train}",
           flush=True)
-
     chat(eng, a.chat_tier, 1, 8)  # load + warm up
     alone = chat(eng, a.chat_tier, a.chats, a.max_tokens)
     print(f"chat alone: {statistics.median(c['tok_s'] for c in alone):.1f} tok/s", flush=True)
 
-    data = home / "bench_examples.jsonl"
-    rows = dataset.read_jsonl(dataset.SHIPPED)
-    held = [e for e in rows if dataset.is_heldout(e)][:4]  # a small held-out set: evaluation is not measured
-    train = [e for e in rows if not dataset.is_heldout(e)][:a.examples]
-    data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in train + held), encoding="utf-8")
-    total = 4 * a.window_steps + 100
-    cfg = TrainConfig(tier=a.train_tier, data=str(data), max_steps=total, grad_accum=1, eval_every=10**6)
+    data = _training_data(home, a.examples)
+    cfg = TrainConfig(tier=a.train_tier, data=str(data), max_steps=4 * a.window_steps + 100, grad_accum=1,
+                      eval_every=10**6)
     job = Job(home, jobs.start(home, cfg, tiers_path=base.tiers_path, threads=budget))
     try:
-        job.wait_step(2, timeout=1800)  # loaded, past the warm-up step
-        p0 = job.point()
-        job.wait_step(job.step() + a.window_steps)
-        p1 = job.point()
-        target = job.step() + a.window_steps
-        during = chat(eng, a.chat_tier, a.chats, a.max_tokens, until=lambda: job.step() < target)
-        p2 = job.point()
-        job.wait_step(job.step() + a.window_steps)
-        p3 = job.point()
+        points, during = _windows(job, eng, a)
     finally:
         try:
             jobs.cancel(home, job.id, wait_s=60)
         except Exception as e:  # already ended: nothing to cancel
             print(f"(cancel: {e})", file=sys.stderr)
-
-    chat_alone = statistics.median(c["tok_s"] for c in alone)
-    chat_during = statistics.median(c["tok_s"] for c in during)
-    train_alone = (rate(p0, p1) + rate(p2, p3)) / 2
-    train_with_chat = rate(p1, p2)
-    res = {"budget": a.budget, "cores": budget.cores, "serve_threads_training": budget.serve,
-           "train_threads": budget.train, "chat_tok_s_alone": round(chat_alone, 1),
-           "chat_tok_s_during_training": round(chat_during, 1), "chat_ratio": round(chat_during / chat_alone, 3),
-           "train_tok_s_alone": round(train_alone, 1), "train_tok_s_with_chat": round(train_with_chat, 1),
-           "train_ratio": round(train_with_chat / train_alone, 3), "chats_during": len(during),
-           "chat_tokens": [c["tokens"] for c in alone + during],
-           "windows": {"train_alone_before": round(rate(p0, p1), 1), "with_chat": round(train_with_chat, 1),
-                       "train_alone_after": round(rate(p2, p3), 1)}}
-    print(f"chat decode: {chat_during:.1f} tok/s during training vs {chat_alone:.1f} alone = "
-          f"{res['chat_ratio']:.2f}x (goal >= 0.5)")
-    print(f"training: {train_with_chat:.1f} tok/s with a chat vs {train_alone:.1f} without = "
+    res = _result(a, budget, alone, during, points)
+    print(f"chat decode: {res['chat_tok_s_during_training']:.1f} tok/s during training vs "
+          f"{res['chat_tok_s_alone']:.1f} alone = {res['chat_ratio']:.2f}x (goal >= 0.5)")
+    print(f"training: {res['train_tok_s_with_chat']:.1f} tok/s with a chat vs {res['train_tok_s_alone']:.1f} without = "
           f"{res['train_ratio']:.2f}x (goal >= 0.67)")
     print(json.dumps(res))
     return 0

@@ -104,6 +104,23 @@ def other_tab_call(url: str) -> float:
     return time.perf_counter() - t0
 
 
+def watch(threads: list[threading.Thread], jobs: list, url: str) -> tuple[list[int], list[float]]:
+    """While the sessions run: the queue positions Gradio shows them, and another tab's call time (3 samples)."""
+    positions, under_load = [], []
+    while any(t.is_alive() for t in threads):
+        for job in list(jobs):
+            try:
+                st = job.status()
+                if st.rank is not None and st.rank >= 0:
+                    positions.append(st.rank + 1)
+            except Exception:  # a finished job may not answer a status call
+                pass
+        if len(under_load) < 3:
+            under_load.append(other_tab_call(url))
+        time.sleep(0.5)
+    return positions, under_load
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="a running PET Studio (default: start one)")
@@ -127,21 +144,10 @@ def main() -> int:
         for t in threads:
             t.start()
         time.sleep(2.0)  # every client connected before the start
-        positions, under_load = [], []
         t0 = time.perf_counter()
         go.set()
         time.sleep(0.5)
-        while any(t.is_alive() for t in threads):
-            for job in list(jobs):
-                try:
-                    st = job.status()
-                    if st.rank is not None and st.rank >= 0:
-                        positions.append(st.rank + 1)
-                except Exception:  # a finished job may not answer a status call
-                    pass
-            if len(under_load) < 3:
-                under_load.append(other_tab_call(url))
-            time.sleep(0.5)
+        positions, under_load = watch(threads, jobs, url)
         wall = time.perf_counter() - t0
     finally:
         if proc is not None:

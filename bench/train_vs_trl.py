@@ -102,29 +102,42 @@ def run_pet(folder: str, data: Path, steps: int, eval_every: int, out: Path, sys
             "settings": "batch 1 x 8, bf16 where supported, no checkpointing, lr 2e-4"}
 
 
-def run_trl(folder: str, train: list[dict], steps: int, eval_every: int, out: Path, system: str, tuned: bool,
-            held: HeldOut, before: float) -> dict:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    tok.chat_template = GEMMA3  # the GGUF-derived tokenizer carries none; PET's is what the tier serves
+def _trl_rows(train: list[dict], system: str) -> list[dict]:
+    """prompt/completion rows: TRL then takes the loss on the completion only, as PET does."""
     rows = []
-    for e in train:  # prompt/completion: TRL then takes the loss on the completion only, as PET does
+    for e in train:
         msgs = with_system(e["messages"], system)
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
         rows.append({"prompt": msgs[:last], "completion": [msgs[last]]})
+    return rows
+
+
+def _trl_args(out: Path, steps: int, tuned: bool):
+    """TRL's defaults, or (tuned) PET's choices where TRL has them."""
+    import torch
+    from trl import SFTConfig
+
     extra = {}
     if tuned:
         extra = dict(gradient_checkpointing=False, padding_free=True, per_device_train_batch_size=4,
                      gradient_accumulation_steps=EXAMPLES_PER_STEP // 4, learning_rate=2e-4,
                      bf16=pet_trainer.cpu_supports_bf16(), max_length=None)  # examples stay under 1024 tokens
-    args = SFTConfig(output_dir=str(out), max_steps=steps, report_to="none", save_strategy="no",
+    return SFTConfig(output_dir=str(out), max_steps=steps, report_to="none", save_strategy="no",
                      use_cpu=not torch.cuda.is_available(), **extra)
-    trainer = SFTTrainer(model=folder, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+
+
+def run_trl(folder: str, train: list[dict], steps: int, eval_every: int, out: Path, system: str, tuned: bool,
+            held: HeldOut, before: float) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = GEMMA3  # the GGUF-derived tokenizer carries none; PET's is what the tier serves
+    args = _trl_args(out, steps, tuned)
+    trainer = SFTTrainer(model=folder, args=args, train_dataset=Dataset.from_list(_trl_rows(train, system)),
+                         processing_class=tok,
                          peft_config=LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear",
                                                 task_type="CAUSAL_LM"))
     counts: list[int] = []

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import html
 from dataclasses import fields
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
 from pages import Live, export_panel
 from pet import PetError, dataview
+from pet.datastore import DatasetStore
 from pet.train import jobs
 from pet.train.trainer import TrainConfig
 
 HYPER = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs", "max_steps", "batch_size",
          "grad_accum", "max_seq_len", "seed")
-SHIPPED = "shipped"  # the dataset choice when no datastore version exists
 _HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}
 
 
@@ -27,33 +30,26 @@ def trainable_tiers(engine) -> list[str]:
 
 
 def dataset_choices(engine) -> list[tuple[str, str]]:
+    """The saved dataset versions, newest first (the store seeds version 1 with the shipped examples on
+    first use); none when the store cannot be read, which the Data tab reports."""
     try:
-        from pet.datastore import DatasetStore
-
         vs = DatasetStore(engine.store).versions()
-    except (ImportError, PetError):
-        vs = []
-    out = [(f"v{v['id']}{' · ' + v['name'] if v.get('name') else ''} · {v['examples']} examples"
-            f"{' · ' + v['note'] if v.get('note') else ''}", str(v["id"])) for v in vs]
-    return out or [("shipped examples (data/pet_examples.jsonl)", SHIPPED)]
+    except PetError:
+        return []
+    return [(f"v{v['id']}{' · ' + v['name'] if v.get('name') else ''} · {v['examples']} examples"
+             f"{' · ' + v['note'] if v.get('note') else ''}", str(v["id"])) for v in vs]
 
 
 def latest_version(engine) -> int | None:
     try:
-        from pet.datastore import DatasetStore
-
         return DatasetStore(engine.store).latest()
-    except (ImportError, PetError):
+    except PetError:
         return None
 
 
-def load_examples(engine, version: str) -> list[dict]:
-    if version in (None, "", SHIPPED):
-        from pet import dataset
-
-        return dataset.read_jsonl(dataset.SHIPPED)
-    from pet.datastore import DatasetStore
-
+def load_examples(engine, version: str | None) -> list[dict]:
+    if not version:
+        raise PetError("choose a dataset version to train on (the Data tab saves them)")
     return DatasetStore(engine.store).get(int(version))
 
 
@@ -131,26 +127,12 @@ def loss_figure(run: dict | None):
     return fig
 
 
-HISTORY_COLUMNS = ["run", "state", "source", "steps", "held-out before", "held-out after"]
-
-
 def history_html(engine) -> str:
-    return history_table(history_rows(engine))
+    return history_table(jobs.history_rows(jobs.list_runs(engine.settings.home)))
 
 
 def history_table(rows: list[list]) -> str:
-    return dataview.html_table(HISTORY_COLUMNS, [["" if c is None else c for c in r] for r in rows], "no runs yet")
-
-
-def history_rows(engine) -> list[list]:
-    out = []
-    for r in jobs.list_runs(engine.settings.home):
-        f = r.get("final") or {}
-        src = (r.get("config") or {}).get("resolved", {}).get("source", "")
-        out.append([r["id"], r["state"], src, r.get("step"),
-                    None if f.get("eval_loss_before") is None else round(f["eval_loss_before"], 4),
-                    None if f.get("eval_loss_after") is None else round(f["eval_loss_after"], 4)])
-    return out
+    return dataview.html_table(jobs.HISTORY_COLUMNS, rows, "no runs yet")
 
 
 def usable(run: dict) -> bool:
@@ -183,9 +165,8 @@ def estimate_md(engine, tier, version, values) -> str:
         spec = engine.tiers.spec(tier)
     except (PetError, ValueError, TypeError) as e:
         return f"⚠️ {e}"
-    measured = [r["final"] for r in jobs.list_runs(engine.settings.home)
-                if (r.get("config") or {}).get("tier") == tier and (r.get("final") or {}).get("train_tokens_per_s")]
-    est = jobs.estimate(examples, cfg, system_chars=len(spec.system_prompt), measured=measured[0] if measured else None)
+    est = jobs.estimate(examples, cfg, system_chars=len(spec.system_prompt),
+                        measured=jobs.measured_run(engine.settings.home, tier))
     rate = f"{est['tokens_per_s']:.0f} tokens/s ({'this tier’s last run' if est['measured'] else 'typical for Gemma 3 270M on 2 CPU cores'})"
     return (f"**Estimate:** {est['train_examples']} training / {est['heldout_examples']} held-out examples, "
             f"{est['steps']} steps, ~{est['tokens']:,} tokens at {rate}: about **{fmt_s(est['seconds'])}**, "
@@ -193,42 +174,69 @@ def estimate_md(engine, tier, version, values) -> str:
 
 
 def build(engine) -> dict:
-    home = engine.settings.home
     tiers = trainable_tiers(engine)
     default_tier = "enhanced" if "enhanced" in tiers else (tiers[0] if tiers else None)
     choices = dataset_choices(engine)
-    defaults = TrainConfig()
-    watched = gr.State(None)  # run id this page shows; None = the running job, else the latest
+    ui = SimpleNamespace(watched=gr.State(None),  # run id this page shows; None = the running job, else the latest
+                         shown=gr.State(None))  # the history rows on screen: the table is resent only when they change
+    newest = choices[0][1] if choices else None
+    # The layout sections, top to bottom (each returns its components by name), then the wiring.
+    vars(ui).update(**_source(tiers, default_tier, choices), **_hyperparameters(),
+                    **_controls(engine, default_tier, newest), **_result(engine, ui.watched), **_history(engine))
+    export_panel.tier_panel(engine, tiers)
+    _wire_estimate(ui, engine)
+    ui.timer = _wire_jobs(ui, engine)
+    _wire_result(ui, engine)
+    lives = [Live(ui.tier, key=lambda: engine.tiers.generation,
+                  update=lambda value, old: gr.update(choices=trainable_tiers(engine))),
+             Live(ui.version, key=lambda: latest_version(engine), update=partial(versions_update, engine))]
+    return {"tier": ui.tier, "version": ui.version, "start": ui.start, "cancel": ui.cancel, "resume": ui.resume,
+            "progress": ui.progress, "plot": ui.plot, "timer": ui.timer, "live": lives}
 
+
+# --- layout: one function per section; each returns its components by name ---
+
+def _source(tiers: list[str], default_tier: str | None, choices: list[tuple[str, str]]) -> dict:
     gr.Markdown("Fine-tune a LoRA adapter on a dataset version. Training runs in the background: you can "
                 "reload the page or close it, and it will be here when you come back.")
     with gr.Row():
         tier = gr.Dropdown(tiers, value=default_tier, label="Base tier (its model, chat template and system prompt)",
                            elem_id="train-tier")
         # Follows the saved versions live (newest first, the newest selected unless you chose an older one).
-        version = gr.Dropdown(choices, value=choices[0][1], label="Dataset version", elem_id="train-data")
+        version = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Dataset version",
+                              elem_id="train-data")
+    return dict(tier=tier, version=version)
+
+
+def _hyperparameters() -> dict:
+    d = TrainConfig()
     with gr.Accordion("Hyperparameters", open=False):
         with gr.Row():
-            lora_r = gr.Number(defaults.lora_r, label="LoRA r", info=_HELP["lora_r"], precision=0, elem_id="train-r")
-            lora_alpha = gr.Number(defaults.lora_alpha, label="LoRA alpha", info=_HELP["lora_alpha"], precision=0)
-            lora_dropout = gr.Number(defaults.lora_dropout, label="LoRA dropout", info=_HELP["lora_dropout"])
-            target_modules = gr.Textbox(defaults.target_modules, label="Target modules", info=_HELP["target_modules"])
+            lora_r = gr.Number(d.lora_r, label="LoRA r", info=_HELP["lora_r"], precision=0, elem_id="train-r")
+            lora_alpha = gr.Number(d.lora_alpha, label="LoRA alpha", info=_HELP["lora_alpha"], precision=0)
+            lora_dropout = gr.Number(d.lora_dropout, label="LoRA dropout", info=_HELP["lora_dropout"])
+            target_modules = gr.Textbox(d.target_modules, label="Target modules", info=_HELP["target_modules"])
         with gr.Row():
-            lr = gr.Number(defaults.peak_lr(), label="Learning rate", info=_HELP["lr"])
-            epochs = gr.Number(defaults.epochs, label="Epochs", info=_HELP["epochs"])
+            lr = gr.Number(d.peak_lr(), label="Learning rate", info=_HELP["lr"])
+            epochs = gr.Number(d.epochs, label="Epochs", info=_HELP["epochs"])
             max_steps = gr.Number(0, label="Max steps (0 = use epochs)", info=_HELP["max_steps"], precision=0,
                                   elem_id="train-max-steps")
-            seed = gr.Number(defaults.seed, label="Seed", info=_HELP["seed"], precision=0)
+            seed = gr.Number(d.seed, label="Seed", info=_HELP["seed"], precision=0)
         with gr.Row():
-            batch_size = gr.Number(defaults.batch_size, label="Batch size", info=_HELP["batch_size"], precision=0)
-            grad_accum = gr.Number(defaults.grad_accum, label="Gradient accumulation", info=_HELP["grad_accum"],
+            batch_size = gr.Number(d.batch_size, label="Batch size", info=_HELP["batch_size"], precision=0)
+            grad_accum = gr.Number(d.grad_accum, label="Gradient accumulation", info=_HELP["grad_accum"],
                                    precision=0)
-            max_seq_len = gr.Number(defaults.max_seq_len, label="Max sequence length", info=_HELP["max_seq_len"],
+            max_seq_len = gr.Number(d.max_seq_len, label="Max sequence length", info=_HELP["max_seq_len"],
                                     precision=0)
-    hyper = [lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size, grad_accum,
-             max_seq_len, seed]
-    estimate = gr.Markdown(lambda: estimate_md(engine, default_tier, choices[0][1],
-                                               {k: getattr(defaults, k) for k in HYPER}), elem_id="train-estimate")
+    # In HYPER's order: the callbacks zip these values with HYPER's names.
+    return dict(hyper=[lora_r, lora_alpha, lora_dropout, target_modules, lr, epochs, max_steps, batch_size,
+                       grad_accum, max_seq_len, seed])
+
+
+def _controls(engine, default_tier: str | None, version: str | None) -> dict:
+    d = TrainConfig()
+    estimate = gr.Markdown(lambda: estimate_md(engine, default_tier, version, {k: getattr(d, k) for k in HYPER}),
+                           elem_id="train-estimate")
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="train-start")
         cancel = gr.Button("Cancel", variant="stop", elem_id="train-cancel")
@@ -237,6 +245,10 @@ def build(engine) -> dict:
     plot = gr.Plot(label="Loss", elem_id="train-plot")
     with gr.Accordion("Log (last lines)", open=False):
         log = gr.Code(label="train.log", language=None, elem_id="train-log", interactive=False)
+    return dict(estimate=estimate, start=start, cancel=cancel, resume=resume, progress=progress, plot=plot, log=log)
+
+
+def _result(engine, watched: gr.State) -> dict:
     with gr.Group(visible=False, elem_id="train-result") as result:
         result_md = gr.Markdown(elem_id="train-result-text")
         with gr.Row() as use_row:
@@ -244,6 +256,11 @@ def build(engine) -> dict:
             new_name = gr.Textbox(label="or add it as a new tier named", placeholder="e.g. enhanced-v2", scale=1)
             add_tier = gr.Button("Add as new tier", elem_id="train-add-tier")
             export_panel.run_button(engine, watched)
+    return dict(result=result, result_md=result_md, use_row=use_row, make_enhanced=make_enhanced,
+                new_name=new_name, add_tier=add_tier)
+
+
+def _history(engine) -> dict:
     with gr.Accordion("Run history", open=False):
         # An escaped HTML table, not a Dataframe: the Dataframe's virtual scrolling left its rows undrawn
         # after a live update until the page was scrolled or resized.
@@ -251,131 +268,131 @@ def build(engine) -> dict:
         with gr.Row():
             pick = gr.Textbox(label="Show run (id)", elem_id="train-pick")
             show = gr.Button("Show", scale=0)
-    export_panel.tier_panel(engine, tiers)
+    return dict(history=history, pick=pick, show=show)
 
-    def values(*vals):
-        return dict(zip(HYPER, vals))
 
-    def on_estimate(t, v, *vals):
-        return estimate_md(engine, t, v, values(*vals))
+# --- events: each callback unpacks its inputs, makes one jobs call and maps the result back ---
 
-    for comp in [tier, version, *hyper]:
-        comp.change(on_estimate, [tier, version, *hyper], estimate, api_name=False, show_progress="hidden")
+def start_job(engine, tier, version, *vals) -> str:
+    """Start a run on the chosen version's examples; returns the run id the page then watches."""
+    if not tier:
+        raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
+    try:
+        engine.settings.check_writable("start training")
+        cfg = make_config(tier, dict(zip(HYPER, vals)))
+        run_id = jobs.start(engine.settings.home, cfg, tiers_path=engine.settings.tiers_path,
+                            examples=load_examples(engine, version), threads=engine.settings.threads)
+    except jobs.JobRunning as e:
+        gr.Warning(str(e))
+        return e.run_id
+    except (PetError, ValueError, TypeError) as e:
+        raise gr.Error(str(e))
+    gr.Info(f"Training started: run {run_id}")
+    return run_id
 
-    def on_start(t, v, *vals):
-        if not t:
-            raise gr.Error("Choose a base tier: a llama.cpp or hf tier with a local model.")
-        try:
-            engine.settings.check_writable("start training")
-            cfg = make_config(t, values(*vals))
-            examples = load_examples(engine, v) if v not in (None, "", SHIPPED) else None
-            run_id = jobs.start(home, cfg, tiers_path=engine.settings.tiers_path, examples=examples,
-                                threads=engine.settings.threads)
-        except jobs.JobRunning as e:
-            gr.Warning(str(e))
-            return e.run_id
-        except (PetError, ValueError, TypeError) as e:
-            raise gr.Error(str(e))
-        gr.Info(f"Training started: run {run_id}")
-        return run_id
 
-    def on_cancel(run_id):
-        cur = jobs.active(home)
-        if not cur:
-            raise gr.Error("No training job is running.")
-        try:
-            engine.settings.check_writable("cancel training")
-            jobs.cancel(home, cur["id"])
-        except PetError as e:
-            raise gr.Error(str(e))
-        gr.Info(f"Cancelling run {cur['id']}: it saves its adapter and stops within seconds.")
-        return cur["id"]
+def cancel_job(engine) -> str:
+    """Cancel the running job (it saves its adapter first); the page then watches it."""
+    cur = jobs.active(engine.settings.home)
+    if not cur:
+        raise gr.Error("No training job is running.")
+    try:
+        engine.settings.check_writable("cancel training")
+        jobs.cancel(engine.settings.home, cur["id"])
+    except PetError as e:
+        raise gr.Error(str(e))
+    gr.Info(f"Cancelling run {cur['id']}: it saves its adapter and stops within seconds.")
+    return cur["id"]
 
-    def current(run_id):
-        cur = jobs.active(home)
-        if cur and (run_id is None or run_id == cur["id"]):
-            return cur
-        runs_ = runs_dir_list()
-        if run_id and run_id in runs_:
-            return jobs.info(jobs.runs_dir(home) / run_id)
-        return cur or (jobs.info(jobs.runs_dir(home) / runs_[0]) if runs_ else None)
 
-    def runs_dir_list():
-        return sorted((d.name for d in jobs.runs_dir(home).iterdir() if (d / "status.json").exists()), reverse=True)
+def resume_job(engine, run_id) -> str:
+    if not run_id:
+        raise gr.Error("No run selected.")
+    try:
+        engine.settings.check_writable("resume training")
+        jobs.resume(engine.settings.home, run_id, tiers_path=engine.settings.tiers_path,
+                    threads=engine.settings.threads)
+    except jobs.JobRunning as e:
+        gr.Warning(str(e))
+        return e.run_id
+    except PetError as e:
+        raise gr.Error(str(e))
+    gr.Info(f"Resuming run {run_id} from its last checkpoint.")
+    return run_id
 
-    def refresh(run_id, shown_history):
-        run = current(run_id)
-        ended = bool(run and run["state"] in ("finished", "cancelled"))
-        show_result = ended and bool(run["adapter"] or run["model"])
-        text, offer = (result_text(run), usable(run)) if show_result else ("", False)
-        tail = jobs.log_tail(jobs.runs_dir(home) / run["id"]) if run else ""
-        rows = history_rows(engine)  # live: a run's state and steps change while it runs
-        return (progress_html(run), loss_figure(run), tail, gr.update(visible=show_result), text,
-                run["id"] if run else None, gr.update(visible=bool(run and run.get("resumable"))),
-                gr.update(visible=offer),
-                gr.update(value=history_table(rows)) if rows != shown_history else gr.update(), rows)
 
-    shown = gr.State(None)  # the history rows on screen: the table is sent again only when they change
-    outs = [progress, plot, log, result, result_md, watched, resume, use_row, history, shown]
+def refresh(engine, run_id, shown_history) -> tuple:
+    """Everything that follows the watched run: progress, loss curve, log, result and the run history."""
+    run = jobs.shown_run(engine.settings.home, run_id)
+    ended = bool(run and run["state"] in ("finished", "cancelled"))
+    show_result = ended and bool(run["adapter"] or run["model"])
+    text, offer = (result_text(run), usable(run)) if show_result else ("", False)
+    tail = jobs.log_tail(Path(run["dir"])) if run else ""
+    rows = jobs.history_rows(jobs.list_runs(engine.settings.home))  # live: states and steps change while runs go
+    return (progress_html(run), loss_figure(run), tail, gr.update(visible=show_result), text,
+            run["id"] if run else None, gr.update(visible=bool(run and run.get("resumable"))),
+            gr.update(visible=offer), gr.update(value=history_table(rows)) if rows != shown_history else gr.update(),
+            rows)
 
-    def on_resume(run_id):
-        if not run_id:
-            raise gr.Error("No run selected.")
-        try:
-            engine.settings.check_writable("resume training")
-            jobs.resume(home, run_id, tiers_path=engine.settings.tiers_path, threads=engine.settings.threads)
-        except jobs.JobRunning as e:
-            gr.Warning(str(e))
-            return e.run_id
-        except PetError as e:
-            raise gr.Error(str(e))
-        gr.Info(f"Resuming run {run_id} from its last checkpoint.")
-        return run_id
 
-    ins = [watched, shown]
-    ev = start.click(on_start, [tier, version, *hyper], watched, api_name=False)
-    ev.then(refresh, ins, outs, api_name=False)
-    cancel.click(on_cancel, watched, watched, api_name=False).then(refresh, ins, outs, api_name=False)
-    resume.click(on_resume, watched, watched, api_name=False).then(refresh, ins, outs, api_name=False)
+def use_run(engine, run_id, name=None) -> str:
+    """The run's adapter on the enhanced tier, or with `name` on a new tier copying the tier it trained on."""
+    if not run_id:
+        raise gr.Error("No finished run selected.")
+    try:
+        engine.settings.check_writable("change a tier's adapter")
+        target = "enhanced"
+        if name:
+            src = (jobs.info(jobs.run_path(engine.settings.home, run_id)).get("config") or {}).get("tier")
+            target = src if src in engine.tiers.names() else "enhanced"
+        spec = jobs.use_adapter(engine, run_id, target, new_name=name)
+    except PetError as e:
+        raise gr.Error(str(e))
+    gr.Info(f"Tier {spec.name} now uses the adapter of run {run_id} (saved in PET_HOME/tiers.local.toml).")
+    return history_html(engine)
+
+
+def add_run_tier(engine, run_id, name) -> str:
+    if not (name or "").strip():
+        raise gr.Error("Type a name for the new tier first.")
+    return use_run(engine, run_id, name.strip())
+
+
+def versions_update(engine, value, old_latest):
+    choices = dataset_choices(engine)
+    # On page load, and when you had the newest selected, select the new newest; keep an older choice.
+    keep = old_latest is not None and value not in (None, "", str(old_latest)) and value in [c[1] for c in choices]
+    return gr.update(choices=choices, value=value if keep else (choices[0][1] if choices else None))
+
+
+def _wire_estimate(ui, engine) -> None:
+    inputs = [ui.tier, ui.version, *ui.hyper]
+
+    def on_estimate(tier, version, *vals):
+        return estimate_md(engine, tier, version, dict(zip(HYPER, vals)))
+
+    for comp in inputs:
+        comp.change(on_estimate, inputs, ui.estimate, api_name=False, show_progress="hidden")
+
+
+def _wire_jobs(ui, engine) -> gr.Timer:
+    """Start, cancel, resume and show a run, each followed by a refresh; a timer refreshes every second."""
+    ins = [ui.watched, ui.shown]
+    outs = [ui.progress, ui.plot, ui.log, ui.result, ui.result_md, ui.watched, ui.resume, ui.use_row, ui.history,
+            ui.shown]
+    now = partial(refresh, engine)
+    ui.start.click(partial(start_job, engine), [ui.tier, ui.version, *ui.hyper], ui.watched,
+                   api_name=False).then(now, ins, outs, api_name=False)
+    ui.cancel.click(partial(cancel_job, engine), None, ui.watched, api_name=False).then(now, ins, outs, api_name=False)
+    ui.resume.click(partial(resume_job, engine), ui.watched, ui.watched, api_name=False).then(now, ins, outs,
+                                                                                              api_name=False)
     timer = gr.Timer(1.0)
-    timer.tick(refresh, ins, outs, api_name=False, show_progress="hidden")
-    show.click(lambda rid: rid.strip() or None, pick, watched, api_name=False).then(refresh, ins, outs,
-                                                                                      api_name=False)
+    timer.tick(now, ins, outs, api_name=False, show_progress="hidden")
+    ui.show.click(lambda rid: rid.strip() or None, ui.pick, ui.watched, api_name=False).then(now, ins, outs,
+                                                                                             api_name=False)
+    return timer
 
-    def on_use(run_id, name=None):
-        if not run_id:
-            raise gr.Error("No finished run selected.")
-        try:
-            engine.settings.check_writable("change a tier's adapter")
-            target = "enhanced"
-            if name:  # a new tier copies the tier the run trained on
-                src = ((jobs.info(jobs.runs_dir(home) / run_id).get("config") or {}).get("tier"))
-                target = src if src in engine.tiers.names() else "enhanced"
-            spec = jobs.use_adapter(engine, run_id, target, new_name=name)
-        except PetError as e:
-            raise gr.Error(str(e))
-        gr.Info(f"Tier {spec.name} now uses the adapter of run {run_id} (saved in PET_HOME/tiers.local.toml).")
-        return history_html(engine)
 
-    make_enhanced.click(on_use, watched, history, api_name=False)
-
-    def on_add(rid, name):
-        if not (name or "").strip():
-            raise gr.Error("Type a name for the new tier first.")
-        return on_use(rid, name.strip())
-
-    add_tier.click(on_add, [watched, new_name], history, api_name=False)
-
-    def versions_update(value, old_latest):
-        choices = dataset_choices(engine)
-        newest = choices[0][1]
-        # On page load, and when you had the newest selected, select the new newest; keep an older choice.
-        keep = old_latest is not None and value not in (None, "", str(old_latest)) and \
-            value in [c[1] for c in choices]
-        return gr.update(choices=choices, value=value if keep else newest)
-
-    lives = [Live(tier, key=lambda: engine.tiers.generation,
-                  update=lambda value, old: gr.update(choices=trainable_tiers(engine))),
-             Live(version, key=lambda: latest_version(engine), update=versions_update)]
-    return {"tier": tier, "version": version, "start": start, "cancel": cancel, "resume": resume,
-            "progress": progress, "plot": plot, "timer": timer, "live": lives}
+def _wire_result(ui, engine) -> None:
+    ui.make_enhanced.click(partial(use_run, engine), ui.watched, ui.history, api_name=False)
+    ui.add_tier.click(partial(add_run_tier, engine), [ui.watched, ui.new_name], ui.history, api_name=False)

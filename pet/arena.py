@@ -403,6 +403,28 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
+def _pair_counts(b: Battles) -> tuple[np.ndarray, np.ndarray]:
+    """(games, score): battles between each pair of models, and the points the row's model took in them."""
+    n = len(b.names)
+    games = np.zeros((n, n))
+    score = np.zeros((n, n))
+    np.add.at(games, (b.left, b.right), 1)
+    np.add.at(games, (b.right, b.left), 1)
+    np.add.at(score, (b.left, b.right), b.score)
+    np.add.at(score, (b.right, b.left), 1 - b.score)
+    return games, score
+
+
+def _position_bias(b: Battles) -> dict:
+    """How often the left answer won the decisive votes, with a Wilson interval (0.5 = no bias)."""
+    decisive = b.score != 0.5
+    left_wins = int((b.score[decisive] == 1).sum())
+    n_dec = int(decisive.sum())
+    lo, hi = wilson(left_wins, n_dec)
+    return {"left_wins": left_wins, "decisive": n_dec, "rate": round(left_wins / n_dec, 4) if n_dec else None,
+            "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
+
+
 def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = RIDGE,
             seed: int | None = 0, tiers: Iterable[str] = (), current: dict[str, str] | None = None) -> dict:
     """The leaderboard from votes (dicts with tier_a, tier_b, winner; optional voted/created time, key_a/key_b).
@@ -428,20 +450,11 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
         lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
     else:
         lo, hi = rating.copy(), rating.copy()
-    games = np.zeros((n, n))
-    score = np.zeros((n, n))
-    np.add.at(games, (b.left, b.right), 1)
-    np.add.at(games, (b.right, b.left), 1)
-    np.add.at(score, (b.left, b.right), b.score)
-    np.add.at(score, (b.right, b.left), 1 - b.score)
+    games, score = _pair_counts(b)
     table = _table_rows(b, rating, lo, hi, tier_of, desc_of, now)
     order = sorted(range(n), key=lambda i: -rating[i])
     labels = [table[i]["label"] for i in order]
     table = [table[i] for i in order]
-    decisive = b.score != 0.5
-    left_wins = int((b.score[decisive] == 1).sum())
-    n_dec = int(decisive.sum())
-    bias_lo, bias_hi = wilson(left_wins, n_dec)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(games > 0, score / np.maximum(games, 1), np.nan)
     elo = online_elo(b)
@@ -458,9 +471,7 @@ def ratings(rows: Iterable[dict], rounds: int = DEFAULT_ROUNDS, ridge: float = R
                     "matrix": [[None if np.isnan(rate[i, j]) else round(float(rate[i, j]), 4) for j in order]
                                for i in order],
                     "games": [[int(games[i, j]) for j in order] for i in order]},
-        "position_bias": {"left_wins": left_wins, "decisive": n_dec,
-                          "rate": round(left_wins / n_dec, 4) if n_dec else None,
-                          "ci_low": round(bias_lo, 4), "ci_high": round(bias_hi, 4)},
+        "position_bias": _position_bias(b),
         "next_pair": nxt,
         "elo": {b.names[i]: round(float(elo[i]), 1) for i in order},
     }

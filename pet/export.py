@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
 from pet import PetError
-from pet.files import atomic_path
+from pet.files import atomic_folder, atomic_path
 
 # transformers model_type -> gguf MODEL_ARCH member
 ARCHES = {"gemma3_text": "GEMMA3", "gemma3": "GEMMA3", "llama": "LLAMA"}
@@ -82,6 +83,26 @@ def _adapter_config(peft_dir: Path, cfg: dict) -> dict:
     return rec
 
 
+def _gguf_adapter_problems(cfg: dict, hp: dict) -> list[str]:
+    """Everything in a PEFT config (and the base's record `hp`) that llama.cpp's adapter format cannot hold."""
+    problems = []
+    if cfg.get("peft_type") != "LORA":
+        problems.append(f"peft_type is {cfg.get('peft_type')!r}, only LORA converts")
+    if cfg.get("use_dora") or cfg.get("use_rslora"):
+        problems.append("DoRA/rsLoRA adapters have no llama.cpp GGUF form; train a plain LoRA")
+    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        problems.append("per-layer rank/alpha patterns are not supported by the GGUF adapter format")
+    if cfg.get("modules_to_save"):
+        problems.append("modules_to_save (fully trained layers) cannot go into a GGUF LoRA adapter")
+    arch = hp.get("model_type")
+    if arch not in ARCHES:
+        problems.append(f"base architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHES))})")
+    elif ARCHES[arch] == "LLAMA" and not all(hp.get(k) for k in HEAD_KEYS):
+        problems.append("the base's head counts are unknown (pet_adapter.json has no model_config and the base "
+                        "folder has no config.json); retrain the adapter with `python -m pet train`")
+    return problems
+
+
 def write_gguf_adapter(peft_dir: str | Path, target: str | Path) -> Path:
     """Convert a PEFT LoRA (adapter_config.json + adapter_model.safetensors) to a GGUF adapter file (f16)."""
     import gguf
@@ -95,22 +116,9 @@ def write_gguf_adapter(peft_dir: str | Path, target: str | Path) -> Path:
         raise PetError(f"adapter {peft_dir}: {', '.join(missing)} missing; it is not a PEFT LoRA folder "
                        "(retrain it with `python -m pet train`)")
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    problems = []
-    if cfg.get("peft_type") != "LORA":
-        problems.append(f"peft_type is {cfg.get('peft_type')!r}, only LORA converts")
-    if cfg.get("use_dora") or cfg.get("use_rslora"):
-        problems.append("DoRA/rsLoRA adapters have no llama.cpp GGUF form; train a plain LoRA")
-    if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
-        problems.append("per-layer rank/alpha patterns are not supported by the GGUF adapter format")
-    if cfg.get("modules_to_save"):
-        problems.append("modules_to_save (fully trained layers) cannot go into a GGUF LoRA adapter")
     hp = _adapter_config(peft_dir, cfg)
     arch = hp.get("model_type")
-    if arch not in ARCHES:
-        problems.append(f"base architecture {arch!r} is not supported (supported: {', '.join(sorted(ARCHES))})")
-    elif ARCHES[arch] == "LLAMA" and not all(hp.get(k) for k in HEAD_KEYS):
-        problems.append("the base's head counts are unknown (pet_adapter.json has no model_config and the base "
-                        "folder has no config.json); retrain the adapter with `python -m pet train`")
+    problems = _gguf_adapter_problems(cfg, hp)
     if problems:
         raise PetError(f"adapter {peft_dir} cannot be written as a GGUF adapter: " + "; ".join(problems))
     tensors = {k: v.float().numpy() for k, v in load_file(str(weights)).items()}  # bf16 has no numpy dtype
@@ -285,8 +293,6 @@ def write_gguf_model(model_dir: str | Path, target: str | Path, tokenizer_gguf: 
     outtype: f16 (default; half the size of f32), f32 (exact), or q8_0. Norms are always f32.
     """
     import gguf
-    import numpy as np
-    from safetensors.torch import load_file
 
     model_dir, target = Path(model_dir), Path(target)
     if outtype not in OUTTYPES:
@@ -315,28 +321,38 @@ def write_gguf_model(model_dir: str | Path, target: str | Path, tokenizer_gguf: 
                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[outtype]
         writer.add_file_type(ftype)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        names = gguf.get_tensor_name_map(march, text["num_hidden_layers"])
-        tied = config.get("tie_word_embeddings", text.get("tie_word_embeddings", True))
-        for f in files:
-            for hf_name, t in load_file(str(f)).items():
-                if hf_name == "lm_head.weight" and tied:
-                    continue  # llama.cpp reuses token_embd as the output layer
-                gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-                if gname is None:
-                    raise PetError(f"{model_dir}: no GGUF tensor name for {hf_name!r}")
-                arr = to_gguf(model_type, hf_name, t.float().numpy(), hp)
-                if arr.ndim == 1 or outtype == "f32":
-                    writer.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
-                elif outtype == "f16":
-                    writer.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float16))
-                else:
-                    q = gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
-                    writer.add_tensor(gname, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        _add_model_tensors(writer, model_dir, files, gguf.get_tensor_name_map(march, text["num_hidden_layers"]),
+                           model_type, hp, config.get("tie_word_embeddings", text.get("tie_word_embeddings", True)),
+                           outtype)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
     return target
+
+
+def _add_model_tensors(writer, model_dir: Path, files: list[Path], names, model_type: str, hp: dict, tied: bool,
+                       outtype: str) -> None:
+    """Every weight of the safetensors files under its GGUF name, in `outtype` (norms and other vectors f32)."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    for f in files:
+        for hf_name, t in load_file(str(f)).items():
+            if hf_name == "lm_head.weight" and tied:
+                continue  # llama.cpp reuses token_embd as the output layer
+            gname = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+            if gname is None:
+                raise PetError(f"{model_dir}: no GGUF tensor name for {hf_name!r}")
+            arr = to_gguf(model_type, hf_name, t.float().numpy(), hp)
+            if arr.ndim == 1 or outtype == "f32":
+                writer.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float32))
+            elif outtype == "f16":
+                writer.add_tensor(gname, np.ascontiguousarray(arr, dtype=np.float16))
+            else:
+                q = gguf.quants.quantize(np.ascontiguousarray(arr, dtype=np.float32), gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(gname, q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
 
 
 # -- a LoRA from a full fine-tune ------------------------------------------------------------------------
@@ -450,8 +466,6 @@ def extract_lora(run_dir: str | Path, rank: int, out: str | Path | None = None,
 
 
 def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir: Path, report: dict) -> None:
-    import shutil
-
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
@@ -459,17 +473,11 @@ def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir:
     from pet.adapters import INFO_FILE
 
     resolved = cfg["resolved"]
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     modules = sorted({m.rsplit(".", 1)[-1] for m in factors})
-    LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=modules, bias="none",
-               task_type="CAUSAL_LM", base_model_name_or_path=resolved["base"].get("ref")).save_pretrained(tmp)
     tensors = {}
     for module, (a, b) in factors.items():
         tensors[f"base_model.model.{module}.lora_A.weight"] = a.to(torch.bfloat16).contiguous()
         tensors[f"base_model.model.{module}.lora_B.weight"] = b.to(torch.bfloat16).contiguous()
-    save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     tuned_meta = {}
     if (run_dir / "model" / "pet_model.json").exists():
         tuned_meta = json.loads((run_dir / "model" / "pet_model.json").read_text(encoding="utf-8"))
@@ -486,12 +494,11 @@ def _write_peft_lora(target: Path, factors: dict, rank: int, cfg: dict, run_dir:
             "eval_loss_before": final.get("eval_loss_before"), "eval_loss_after": final.get("eval_loss_after"),
             "lora_r": rank, "lora_alpha": rank, "target_modules": modules, "extraction": report,
             "source_run": str(run_dir), "created": time.time()}
-    (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
-    old = target.with_name(target.name + f".old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(target) as tmp:  # an adapter is replaced whole, or not at all
+        LoraConfig(r=rank, lora_alpha=rank, lora_dropout=0.0, target_modules=modules, bias="none",
+                   task_type="CAUSAL_LM", base_model_name_or_path=resolved["base"].get("ref")).save_pretrained(tmp)
+        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / INFO_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 # -- Ollama ---------------------------------------------------------------------------------------------
@@ -723,21 +730,11 @@ def export_ollama(engine, tier: str, out: str | Path, adapter: str | None = None
 
     `adapter` replaces the tier's own (e.g. a training run's). Refuses, changing nothing, when the
     template parity check fails. With create=True the folder is also uploaded to an Ollama server."""
-    import hashlib
-    import shutil
-
     from pet import models
     from pet.adapters import base_identity, check_base, read_adapter
 
     quantize = quantize_name(quantize)
-    if dtype not in DTYPES:
-        raise PetError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    spec = engine.tiers.spec(tier)
-    if spec.backend not in ("llamacpp", "hf"):
-        raise PetError(f"tier {tier!r} runs on {spec.backend}: only llama.cpp and hf tiers have local weights to export")
-    out = Path(out).expanduser()
-    if out.exists() and any(out.iterdir()) and not (out / "pet_export.json").exists():
-        raise PetError(f"{out} exists and is not an earlier PET export: choose an empty or new folder")
+    spec, out = _export_target(engine, tier, out, dtype)
     name = name or f"pet-{tier}"
     template = engine.template_for(tier)
     go = go_template_for(template)
@@ -753,10 +750,7 @@ def export_ollama(engine, tier: str, out: str | Path, adapter: str | None = None
     if adapter_path:
         info = read_adapter(adapter_path)
         check_base(info, base_identity(ref.ref, ref.path))
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_folder(out) as tmp:  # an earlier export is replaced whole, or not at all
         log(f"merging {'the adapter into ' if info else ''}the base model ({dtype})")
         merge_adapter(base_folder, str(info.path) if info else None, tmp, dtype)
         set_bos(tmp / "tokenizer_config.json", template_adds_bos(template))
@@ -768,31 +762,39 @@ def export_ollama(engine, tier: str, out: str | Path, adapter: str | None = None
             log("writing the LoRA as a GGUF adapter for llama.cpp servers")
             write_gguf_adapter(info.path, tmp / LORA_GGUF)
         (tmp / "Modelfile").write_text(modelfile_text(go, spec.system_prompt, spec.params, stops), encoding="utf-8")
-        files = sorted(p.name for p in tmp.iterdir() if p.name.startswith("model") and p.suffix == ".safetensors")
-        files += [f for f in MODEL_FILES if (tmp / f).exists()]
-        digests = {}
-        for f in files:
-            h = hashlib.sha256()
-            with (tmp / f).open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-            digests[f] = "sha256:" + h.hexdigest()
         record = {"name": name, "tier": tier, "base": spec.model, "adapter": str(info.path) if info else None,
                   "dtype": dtype, "quantize": quantize, "template": template.name, "parity": parity,
-                  "files": digests, "lora_gguf": LORA_GGUF if info else None,
+                  "files": _model_digests(tmp), "lora_gguf": LORA_GGUF if info else None,
                   "command": f"ollama create {name} -f Modelfile" + (f" --quantize {quantize}" if quantize else "")}
         (tmp / "pet_export.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
-        shutil.rmtree(out, ignore_errors=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     record["out"] = str(out)
     if create:
         log(f"creating {name} on the Ollama server")
         record["created"] = create_on_ollama(out, record, go, spec.system_prompt,
                                              ollama_parameters(spec.params, stops), host)
     return record
+
+
+def _export_target(engine, tier: str, out: str | Path, dtype: str):
+    """(the tier's spec, the export folder), refusing what cannot be exported before any work is done."""
+    if dtype not in DTYPES:
+        raise PetError(f"--dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    spec = engine.tiers.spec(tier)
+    if spec.backend not in ("llamacpp", "hf"):
+        raise PetError(f"tier {tier!r} runs on {spec.backend}: only llama.cpp and hf tiers have local weights to export")
+    out = Path(out).expanduser()
+    if out.exists() and any(out.iterdir()) and not (out / "pet_export.json").exists():
+        raise PetError(f"{out} exists and is not an earlier PET export: choose an empty or new folder")
+    return spec, out
+
+
+def _model_digests(folder: Path) -> dict:
+    """sha256 of each file Ollama's create imports (the weights, then MODEL_FILES), by name."""
+    from pet.adapters import file_sha256
+
+    files = sorted(p.name for p in folder.iterdir() if p.name.startswith("model") and p.suffix == ".safetensors")
+    files += [f for f in MODEL_FILES if (folder / f).exists()]
+    return {f: "sha256:" + file_sha256(folder / f) for f in files}
 
 
 def create_on_ollama(folder: Path, record: dict, go_template: str, system: str, parameters: dict,

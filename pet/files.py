@@ -1,14 +1,16 @@
-"""Writing files so that no reader ever sees half of one: the one atomic-write helper.
+"""Writing files and folders so that no reader ever sees half of one: the one atomic-write helper.
 
 A temporary file in the same folder (a rename across file systems is not atomic), flushed and fsynced
 (so a crash after the rename cannot leave an empty file), then os.replace onto the target. On any
 failure the temporary file is removed and an earlier file of that name is left as it was.
+A folder (an adapter, a checkpoint, an export) is written the same way, whole: `atomic_folder`.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,10 +24,10 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     ends without an error. For writers that want a file name (np.save, a model writer)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + suffix, dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(6)}.tmp{suffix}")
     try:
+        # A new file (O_EXCL) with the permissions a plain open() gives: mkstemp's are owner-only.
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -43,3 +45,29 @@ def write_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(p) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
     return p
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; when the block ends without an error, its files are
+    fsynced and it replaces `path` whole (an earlier folder is renamed aside, the new one renamed in, the
+    old one removed), so a reader finds the old folder or the new one, never a mix. On an error the
+    temporary folder is removed, `path` is left as it was and the error goes on unchanged."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the folder gets the usual permissions (mkdtemp's are owner-only).
+    tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        aside = tmp.with_name(tmp.name + ".old")
+        if p.exists():
+            os.replace(p, aside)
+        os.replace(tmp, p)
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -277,274 +277,300 @@ def _check_auth(header: str, auth: tuple[str, str]) -> bool:
     return False
 
 
-def create_app(engine, auth: tuple[str, str] | None = None, origins: list[str] | None = None):
-    """The FastAPI app: Ollama's /api routes and OpenAI-compatible /v1 routes over the engine's tiers."""
-    svc = Service(engine)
-    app = FastAPI(title="PET Studio: Ollama-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.service = svc
-    _END = object()
+# -- the HTTP side: module-level helpers and one function per route; create_app puts them together ---------
+_END = object()
 
-    def _next(gen):
-        try:
-            return next(gen)
-        except StopIteration:
-            return _END
 
-    async def in_thread(gen: Iterator, first=_END):
-        """Drive a blocking generator from a worker thread; closing this closes it (and frees the model)."""
+def _next(gen):
+    try:
+        return next(gen)
+    except StopIteration:
+        return _END
+
+
+async def in_thread(gen: Iterator, first=_END):
+    """Drive a blocking generator from a worker thread; closing this closes it (and frees the model)."""
+    try:
+        if first is not _END:
+            yield first
+        while True:
+            item = await anyio.to_thread.run_sync(_next, gen)
+            if item is _END:
+                return
+            yield item
+    finally:
+        gen.close()
+
+
+class ClosingStream(StreamingResponse):
+    # Starlette stops reading the body iterator when the client goes away but does not close it;
+    # closing it here runs the tier's cleanup (its lock is released) at once, not at garbage collection.
+    async def stream_response(self, send) -> None:
         try:
-            if first is not _END:
-                yield first
-            while True:
-                item = await anyio.to_thread.run_sync(_next, gen)
-                if item is _END:
-                    return
-                yield item
+            await super().stream_response(send)
         finally:
-            gen.close()
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
 
-    class ClosingStream(StreamingResponse):
-        # Starlette stops reading the body iterator when the client goes away but does not close it;
-        # closing it here runs the tier's cleanup (its lock is released) at once, not at garbage collection.
-        async def stream_response(self, send) -> None:
-            try:
-                await super().stream_response(send)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self.body_iterator.aclose()
 
-    def error(status: int, message: str, openai: bool = False):
-        if openai:
-            kind = {404: "not_found_error", 401: "authentication_error"}.get(status, "invalid_request_error"
-                                                                               if status < 500 else "server_error")
-            return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
-        return JSONResponse({"error": message}, status)
+def error(status: int, message: str, openai: bool = False):
+    if openai:
+        kind = {404: "not_found_error", 401: "authentication_error"}.get(status, "invalid_request_error"
+                                                                           if status < 500 else "server_error")
+        return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+    return JSONResponse({"error": message}, status)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, e: ApiError):
-        return error(e.status, e.message, request.url.path.startswith("/v1/"))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, e: Exception):  # a client still gets Ollama's {"error"} shape
-        return error(500, f"unexpected {type(e).__name__}: {e}", request.url.path.startswith("/v1/"))
+async def _api_error(request: Request, e: ApiError):
+    return error(e.status, e.message, request.url.path.startswith("/v1/"))
 
-    async def body_of(request: Request) -> dict:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON")
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
 
-    async def start(tier: str, msgs: list[dict], params: GenParams, system: str | None):
-        """Load the tier and produce the first item before any header is sent, so a failure there
-        (a tier that cannot load, a conversation longer than the context) is a plain HTTP error."""
-        started = time.perf_counter()
-        load_s = await anyio.to_thread.run_sync(svc.load, tier)
-        gen = svc.answer(tier, msgs, params, system, started, load_s)
-        try:
-            first = await anyio.to_thread.run_sync(_next, gen)
-        except BackendError as e:
-            gen.close()
-            raise ApiError(500, str(e)) from None
-        except PetError as e:
-            gen.close()
-            raise ApiError(400, str(e)) from None
-        except Exception:
-            gen.close()
-            raise
-        return first, gen
+async def _unexpected(request: Request, e: Exception):  # a client still gets Ollama's {"error"} shape
+    return error(500, f"unexpected {type(e).__name__}: {e}", request.url.path.startswith("/v1/"))
 
-    async def relay(first, gen, shape, stream: bool, request: Request, closing: Iterator | None = None):
-        """Stream `shape(item)` lines (NDJSON) or collect them into one object."""
 
-        if stream:
-            async def lines():
-                try:
-                    async with aclosing(in_thread(gen, first)) as items:
-                        async for it in items:
-                            yield json.dumps(shape(it), ensure_ascii=False) + "\n"
-                except PetError as e:  # mid-stream: Ollama's error line
-                    yield json.dumps({"error": str(e)}, ensure_ascii=False) + "\n"
-                except Exception as e:  # noqa: BLE001 - the client must still see why the stream ended
-                    yield json.dumps({"error": f"unexpected {type(e).__name__}: {e}"}, ensure_ascii=False) + "\n"
+async def body_of(request: Request) -> dict:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return body
 
-            return ClosingStream(lines(), media_type="application/x-ndjson")
-        text, final = [], {}
-        try:
-            async with aclosing(in_thread(gen, first)) as items:
-                async for it in items:
-                    if await request.is_disconnected():
-                        break  # the client is gone: closing the stream frees the model
-                    if "text" in it:
-                        text.append(it["text"])
-                    else:
-                        final = it
-        except PetError as e:
-            raise ApiError(500, str(e)) from None
-        return JSONResponse(shape({"text": "".join(text), **final}))
 
-    # -- Ollama routes ----------------------------------------------------------------------------
-    @app.get("/")
-    @app.head("/")
-    async def root():
-        return PlainTextResponse("Ollama is running")
+def _service(request: Request) -> Service:
+    return request.app.state.service
 
-    @app.get("/api/version")
-    async def version():
-        return {"version": API_VERSION, "pet_version": __version__}
 
-    @app.get("/api/tags")
-    async def tags():
-        return await anyio.to_thread.run_sync(svc.tags)
+async def start(svc: Service, tier: str, msgs: list[dict], params: GenParams, system: str | None):
+    """Load the tier and produce the first item before any header is sent, so a failure there
+    (a tier that cannot load, a conversation longer than the context) is a plain HTTP error."""
+    started = time.perf_counter()
+    load_s = await anyio.to_thread.run_sync(svc.load, tier)
+    gen = svc.answer(tier, msgs, params, system, started, load_s)
+    try:
+        first = await anyio.to_thread.run_sync(_next, gen)
+    except BackendError as e:
+        gen.close()
+        raise ApiError(500, str(e)) from None
+    except PetError as e:
+        gen.close()
+        raise ApiError(400, str(e)) from None
+    except Exception:
+        gen.close()
+        raise
+    return first, gen
 
-    @app.get("/api/ps")
-    async def ps():
-        return await anyio.to_thread.run_sync(svc.ps)
 
-    @app.post("/api/show")
-    async def show(request: Request):
-        body = await body_of(request)
-        return await anyio.to_thread.run_sync(svc.show, body.get("model") or body.get("name"))
-
-    def load_reply(name: str, key: str, reason: str) -> dict:
-        reply = {"model": name, "created_at": now_iso(), "done": True, "done_reason": reason}
-        reply[key] = {"role": "assistant", "content": ""} if key == "message" else ""
-        return reply
-
-    def stats_keys(it: dict) -> dict:
-        return {k: v for k, v in it.items() if k != "text"}
-
-    @app.post("/api/chat")
-    async def chat(request: Request):
-        body = await body_of(request)
-        name = body.get("model")
-        tier = svc.tier(name)
-        svc.check_unsupported(body, ("tools", "format"))
-        msgs = svc.messages(body.get("messages") or [])
-        params = svc.params(tier, body.get("options"))
-        if not msgs:  # Ollama: no messages loads the model, or unloads it with keep_alive 0
-            if body.get("keep_alive") in (0, "0", "0s"):
-                await anyio.to_thread.run_sync(svc.unload, tier)
-                return load_reply(name, "message", "unload")
-            await anyio.to_thread.run_sync(svc.load, tier)
-            return load_reply(name, "message", "load")
-        first, gen = await start(tier, msgs, params, None)
-
-        def shape(it: dict) -> dict:
-            out = {"model": name, "created_at": now_iso(),
-                   "message": {"role": "assistant", "content": it.get("text", "")}, "done": bool(it.get("done"))}
-            return {**out, **stats_keys(it)} if it.get("done") else out
-
-        return await relay(first, gen, shape, body.get("stream", True) is not False, request)
-
-    @app.post("/api/generate")
-    async def generate(request: Request):
-        body = await body_of(request)
-        name = body.get("model")
-        tier = svc.tier(name)
-        svc.check_unsupported(body, ("raw", "template", "suffix", "images", "format"))
-        prompt = body.get("prompt") or ""
-        if not isinstance(prompt, str):
-            raise ApiError(400, "prompt must be text")
-        system = body.get("system") or None
-        params = svc.params(tier, body.get("options"))
-        if not prompt:
-            if body.get("keep_alive") in (0, "0", "0s"):
-                await anyio.to_thread.run_sync(svc.unload, tier)
-                return load_reply(name, "response", "unload")
-            await anyio.to_thread.run_sync(svc.load, tier)
-            return load_reply(name, "response", "load")
-        first, gen = await start(tier, [{"role": "user", "content": prompt}], params, system)
-
-        def shape(it: dict) -> dict:
-            out = {"model": name, "created_at": now_iso(), "response": it.get("text", ""),
-                   "done": bool(it.get("done"))}
-            return {**out, **stats_keys(it)} if it.get("done") else out
-
-        return await relay(first, gen, shape, body.get("stream", True) is not False, request)
-
-    # -- OpenAI-compatible routes (Ollama serves these too) -------------------------------------------
-    @app.get("/v1/models")
-    async def v1_models():
-        listed = await anyio.to_thread.run_sync(svc.tags)
-        return {"object": "list", "data": [{"id": m["name"], "object": "model", "created": int(time.time()),
-                                            "owned_by": "pet-studio"} for m in listed["models"]]}
-
-    @app.post("/v1/chat/completions")
-    async def v1_chat(request: Request):
-        body = await body_of(request)
-        name = body.get("model")
-        tier = svc.tier(name)
-        svc.check_unsupported(body, ("tools", "response_format"))
-        msgs = svc.messages(body.get("messages") or [])
-        if not msgs:
-            raise ApiError(400, "messages must not be empty")
-        opts = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "seed": body.get("seed"),
-                "num_predict": body.get("max_completion_tokens") or body.get("max_tokens"),
-                "stop": body.get("stop"), "top_k": body.get("top_k"),
-                "repeat_penalty": body.get("repeat_penalty")}
-        params = svc.params(tier, opts)
-        first, gen = await start(tier, msgs, params, None)
-        cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
-        usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
-
-        def usage(it: dict) -> dict:
-            return {"prompt_tokens": it["prompt_eval_count"], "completion_tokens": it["eval_count"],
-                    "total_tokens": it["prompt_eval_count"] + it["eval_count"]}
-
-        if body.get("stream") is not True:
-            resp = await relay(first, gen, lambda it: it, False, request)
-            it = json.loads(resp.body)
-            return {"id": cid, "object": "chat.completion", "created": created, "model": name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": it["text"]},
-                                 "finish_reason": it.get("done_reason", "stop")}],
-                    "usage": usage(it) if it.get("done") else None}
-
-        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": name,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
-            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-        async def events():
-            yield chunk({"role": "assistant", "content": ""})
+async def relay(first, gen, shape, stream: bool, request: Request):
+    """Stream `shape(item)` lines (NDJSON) or collect them into one object."""
+    if stream:
+        async def lines():
             try:
                 async with aclosing(in_thread(gen, first)) as items:
                     async for it in items:
-                        if "text" in it:
-                            yield chunk({"content": it["text"]})
-                            continue
-                        yield chunk({}, it["done_reason"])
-                        if usage_wanted:
-                            obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                   "model": name, "choices": [], "usage": usage(it)}
-                            yield f"data: {json.dumps(obj)}\n\n"
-            except PetError as e:
-                yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
-            yield "data: [DONE]\n\n"
+                        yield json.dumps(shape(it), ensure_ascii=False) + "\n"
+            except PetError as e:  # mid-stream: Ollama's error line
+                yield json.dumps({"error": str(e)}, ensure_ascii=False) + "\n"
+            except Exception as e:  # noqa: BLE001 - the client must still see why the stream ended
+                yield json.dumps({"error": f"unexpected {type(e).__name__}: {e}"}, ensure_ascii=False) + "\n"
 
-        return ClosingStream(events(), media_type="text/event-stream")
+        return ClosingStream(lines(), media_type="application/x-ndjson")
+    text, final = [], {}
+    try:
+        async with aclosing(in_thread(gen, first)) as items:
+            async for it in items:
+                if await request.is_disconnected():
+                    break  # the client is gone: closing the stream frees the model
+                if "text" in it:
+                    text.append(it["text"])
+                else:
+                    final = it
+    except PetError as e:
+        raise ApiError(500, str(e)) from None
+    return JSONResponse(shape({"text": "".join(text), **final}))
 
-    # -- auth and browsers -----------------------------------------------------------------------------
+
+def stats_keys(it: dict) -> dict:
+    return {k: v for k, v in it.items() if k != "text"}
+
+
+async def load_or_unload(svc: Service, tier: str, name, key: str, keep_alive) -> dict:
+    """A request with nothing to answer loads the model, or unloads it with keep_alive 0 (as Ollama does)."""
+    reason = "unload" if keep_alive in (0, "0", "0s") else "load"
+    await anyio.to_thread.run_sync(svc.unload if reason == "unload" else svc.load, tier)
+    reply = {"model": name, "created_at": now_iso(), "done": True, "done_reason": reason}
+    reply[key] = {"role": "assistant", "content": ""} if key == "message" else ""
+    return reply
+
+
+# -- Ollama routes ---------------------------------------------------------------------------------------
+async def root():
+    return PlainTextResponse("Ollama is running")
+
+
+async def version():
+    return {"version": API_VERSION, "pet_version": __version__}
+
+
+async def tags(request: Request):
+    return await anyio.to_thread.run_sync(_service(request).tags)
+
+
+async def ps(request: Request):
+    return await anyio.to_thread.run_sync(_service(request).ps)
+
+
+async def show(request: Request):
+    body = await body_of(request)
+    return await anyio.to_thread.run_sync(_service(request).show, body.get("model") or body.get("name"))
+
+
+async def chat(request: Request):
+    svc, body = _service(request), await body_of(request)
+    name = body.get("model")
+    tier = svc.tier(name)
+    svc.check_unsupported(body, ("tools", "format"))
+    msgs = svc.messages(body.get("messages") or [])
+    params = svc.params(tier, body.get("options"))
+    if not msgs:
+        return await load_or_unload(svc, tier, name, "message", body.get("keep_alive"))
+    first, gen = await start(svc, tier, msgs, params, None)
+
+    def shape(it: dict) -> dict:
+        out = {"model": name, "created_at": now_iso(),
+               "message": {"role": "assistant", "content": it.get("text", "")}, "done": bool(it.get("done"))}
+        return {**out, **stats_keys(it)} if it.get("done") else out
+
+    return await relay(first, gen, shape, body.get("stream", True) is not False, request)
+
+
+async def generate(request: Request):
+    svc, body = _service(request), await body_of(request)
+    name = body.get("model")
+    tier = svc.tier(name)
+    svc.check_unsupported(body, ("raw", "template", "suffix", "images", "format"))
+    prompt = body.get("prompt") or ""
+    if not isinstance(prompt, str):
+        raise ApiError(400, "prompt must be text")
+    system = body.get("system") or None
+    params = svc.params(tier, body.get("options"))
+    if not prompt:
+        return await load_or_unload(svc, tier, name, "response", body.get("keep_alive"))
+    first, gen = await start(svc, tier, [{"role": "user", "content": prompt}], params, system)
+
+    def shape(it: dict) -> dict:
+        out = {"model": name, "created_at": now_iso(), "response": it.get("text", ""),
+               "done": bool(it.get("done"))}
+        return {**out, **stats_keys(it)} if it.get("done") else out
+
+    return await relay(first, gen, shape, body.get("stream", True) is not False, request)
+
+
+# -- OpenAI-compatible routes (Ollama serves these too) ---------------------------------------------------
+async def v1_models(request: Request):
+    listed = await anyio.to_thread.run_sync(_service(request).tags)
+    return {"object": "list", "data": [{"id": m["name"], "object": "model", "created": int(time.time()),
+                                        "owned_by": "pet-studio"} for m in listed["models"]]}
+
+
+def _v1_options(body: dict) -> dict:
+    """OpenAI's sampling fields under Ollama's option names."""
+    return {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "seed": body.get("seed"),
+            "num_predict": body.get("max_completion_tokens") or body.get("max_tokens"),
+            "stop": body.get("stop"), "top_k": body.get("top_k"), "repeat_penalty": body.get("repeat_penalty")}
+
+
+def _v1_usage(it: dict) -> dict:
+    return {"prompt_tokens": it["prompt_eval_count"], "completion_tokens": it["eval_count"],
+            "total_tokens": it["prompt_eval_count"] + it["eval_count"]}
+
+
+async def v1_chat(request: Request):
+    svc, body = _service(request), await body_of(request)
+    name = body.get("model")
+    tier = svc.tier(name)
+    svc.check_unsupported(body, ("tools", "response_format"))
+    msgs = svc.messages(body.get("messages") or [])
+    if not msgs:
+        raise ApiError(400, "messages must not be empty")
+    params = svc.params(tier, _v1_options(body))
+    first, gen = await start(svc, tier, msgs, params, None)
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+    if body.get("stream") is not True:
+        resp = await relay(first, gen, lambda it: it, False, request)
+        it = json.loads(resp.body)
+        return {"id": cid, "object": "chat.completion", "created": created, "model": name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": it["text"]},
+                             "finish_reason": it.get("done_reason", "stop")}],
+                "usage": _v1_usage(it) if it.get("done") else None}
+    return ClosingStream(_v1_events(first, gen, {"id": cid, "created": created, "model": name}, usage_wanted),
+                         media_type="text/event-stream")
+
+
+async def _v1_events(first, gen, ident: dict, usage_wanted: bool):
+    """Server-sent events: a role chunk, a chunk per text, the finish chunk (and usage), then [DONE]."""
+    def chunk(delta: dict, finish: str | None = None) -> str:
+        obj = {"id": ident["id"], "object": "chat.completion.chunk", "created": ident["created"],
+               "model": ident["model"], "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        async with aclosing(in_thread(gen, first)) as items:
+            async for it in items:
+                if "text" in it:
+                    yield chunk({"content": it["text"]})
+                    continue
+                yield chunk({}, it["done_reason"])
+                if usage_wanted:
+                    obj = {"id": ident["id"], "object": "chat.completion.chunk", "created": ident["created"],
+                           "model": ident["model"], "choices": [], "usage": _v1_usage(it)}
+                    yield f"data: {json.dumps(obj)}\n\n"
+    except PetError as e:
+        yield f"data: {json.dumps({'error': {'message': str(e), 'type': 'server_error'}})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+# (path, methods, handler) in the order they are registered: "/" answers HEAD as well as GET, like Ollama.
+ROUTES = (("/", ["HEAD"], root), ("/", ["GET"], root), ("/api/version", ["GET"], version),
+          ("/api/tags", ["GET"], tags), ("/api/ps", ["GET"], ps), ("/api/show", ["POST"], show),
+          ("/api/chat", ["POST"], chat), ("/api/generate", ["POST"], generate), ("/v1/models", ["GET"], v1_models),
+          ("/v1/chat/completions", ["POST"], v1_chat))
+
+
+class _Auth:
+    """Every route needs the credentials (HTTP basic, or a bearer token); else 401 in the route's error shape."""
+
+    def __init__(self, app_, auth: tuple[str, str]):
+        self.app = app_
+        self.auth = auth
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            if not _check_auth(header, self.auth):
+                v1 = scope.get("path", "").startswith("/v1/")
+                resp = error(401, "unauthorized: this PET server needs credentials (HTTP basic "
+                                  "USER:PASS, or `Authorization: Bearer PASS`)", v1)
+                resp.headers["WWW-Authenticate"] = 'Basic realm="PET Studio", Bearer'
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(engine, auth: tuple[str, str] | None = None, origins: list[str] | None = None):
+    """The FastAPI app: Ollama's /api routes and OpenAI-compatible /v1 routes over the engine's tiers."""
+    app = FastAPI(title="PET Studio: Ollama-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.service = Service(engine)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for path, methods, handler in ROUTES:
+        app.add_api_route(path, handler, methods=methods)
     if auth:
-        class Auth:
-            def __init__(self, app_):
-                self.app = app_
-
-            async def __call__(self, scope, receive, send):
-                if scope["type"] == "http":
-                    header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
-                    if not _check_auth(header, auth):
-                        v1 = scope.get("path", "").startswith("/v1/")
-                        resp = error(401, "unauthorized: this PET server needs credentials (HTTP basic "
-                                          "USER:PASS, or `Authorization: Bearer PASS`)", v1)
-                        resp.headers["WWW-Authenticate"] = 'Basic realm="PET Studio", Bearer'
-                        await resp(scope, receive, send)
-                        return
-                await self.app(scope, receive, send)
-
-        app.add_middleware(Auth)
+        app.add_middleware(_Auth, auth=auth)
     extra = [o.strip() for o in (origins if origins is not None else
                                  os.environ.get("PET_OLLAMA_ORIGINS", "").split(",")) if o.strip()]
     # Added last, so it is the outermost layer: a browser's preflight is answered before auth is asked.

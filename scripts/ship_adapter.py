@@ -10,7 +10,6 @@ The repository's rule: adapters only, 30 MB a file, 64 MB under assets/adapters 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -19,18 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pet.adapters import file_sha256  # noqa: E402
+from pet.files import atomic_folder  # noqa: E402
 from pet.train import jobs  # noqa: E402
 
 FILE_LIMIT = 30 * 2**20
 TOTAL_LIMIT = 64 * 2**20
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
@@ -43,25 +36,31 @@ def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
     if not (src / "adapter_model.safetensors").is_file():
         raise SystemExit(f"{src} has no adapter_model.safetensors: is the run finished?")
     dest = ROOT / "assets" / "adapters" / name
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in ("adapter_config.json", "pet_adapter.json"):
-        shutil.copy2(src / f, tmp / f)
-    tensors = load_file(str(src / "adapter_model.safetensors"))
-    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(tmp / "adapter_model.safetensors"),
-              metadata={"format": "pt"})
-    export.write_gguf_adapter(src, tmp / "adapter.gguf")  # from the run's own weights (fp32 in older runs)
+    with atomic_folder(dest) as tmp:  # the shipped adapter is replaced whole, or not at all
+        for f in ("adapter_config.json", "pet_adapter.json"):
+            shutil.copy2(src / f, tmp / f)
+        tensors = load_file(str(src / "adapter_model.safetensors"))
+        save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()},
+                  str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        export.write_gguf_adapter(src, tmp / "adapter.gguf")  # from the run's own weights (fp32 in older runs)
+        record = run_record(run_dir, commands)
+        (tmp / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        check_sizes(tmp, name)
+    return dest
+
+
+def run_record(run_dir: Path, commands: list[str]) -> dict:
+    """run.json: how the adapter was trained (command, data and its SHA-256, settings) and how it scored."""
     info = jobs.info(run_dir)
     final = json.loads((run_dir / "final_eval.json").read_text(encoding="utf-8"))
     cfg = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     metrics = [json.loads(line) for line in open(run_dir / "metrics.jsonl", encoding="utf-8") if line.strip()]
     data_file = ROOT / cfg["resolved"]["data_path"] if not Path(cfg["resolved"]["data_path"]).is_absolute() \
         else Path(cfg["resolved"]["data_path"])
-    record = {
+    return {
         "command": commands,
         "data_file": str(data_file.relative_to(ROOT)) if data_file.is_relative_to(ROOT) else str(data_file),
-        "data_file_sha256": sha256(data_file) if data_file.is_file() else None,
+        "data_file_sha256": file_sha256(data_file) if data_file.is_file() else None,
         "data_sha256": (run_dir / "data_sha256").read_text().strip(),
         "data_sha256_means": "pet.dataset.examples_sha256 of the exact train-split examples trained on",
         "train_examples": cfg["resolved"]["train_examples"],
@@ -78,22 +77,18 @@ def ship(run_dir: Path, name: str, commands: list[str]) -> Path:
         "status": info.get("state"),
         "shipped_as": {"peft": "adapter_model.safetensors (bf16)", "gguf": "adapter.gguf (f16)"},
     }
-    (tmp / "run.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    big = [p.name for p in tmp.iterdir() if p.stat().st_size > FILE_LIMIT]
+
+
+def check_sizes(folder: Path, name: str) -> None:
+    """The repository's limits, counting `folder` in place of the adapter called `name`."""
+    big = [p.name for p in folder.iterdir() if p.stat().st_size > FILE_LIMIT]
     if big:
         raise SystemExit(f"over 30 MB a file: {big}; train a smaller rank")
     others = sum(p.stat().st_size for d in (ROOT / "assets" / "adapters").iterdir()
-                 if d.is_dir() and d.name not in (name, tmp.name) for p in d.iterdir())
-    total = others + sum(p.stat().st_size for p in tmp.iterdir())
+                 if d.is_dir() and d.name not in (name, folder.name) for p in d.iterdir())
+    total = others + sum(p.stat().st_size for p in folder.iterdir())
     if total > TOTAL_LIMIT:
         raise SystemExit(f"assets/adapters would hold {total / 2**20:.1f} MB, over 64 MB")
-    old = dest.with_name(dest.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
 
 
 def main(argv=None) -> int:

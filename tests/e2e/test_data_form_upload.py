@@ -12,7 +12,7 @@ import pytest
 
 from pet.datastore import DatasetStore
 from pet.store import Store
-from tests.conftest import make_home, start_app, stop_app
+from tests.conftest import make_home, running_app
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +28,8 @@ def data_app(tmp_path_factory):
     home = make_home(tmp_path_factory.mktemp("data-form-home"))
     ds = DatasetStore(Store(home / "pet.db"))
     ds.add([TAGGED], "one tagged example")  # version 2: the shipped examples + TAGGED as the last row
-    proc, url = start_app(home)
-    yield home, url, ds
-    stop_app(proc)
+    with running_app(home) as url:
+        yield home, url, ds
 
 
 def _upload(page, path: Path) -> None:

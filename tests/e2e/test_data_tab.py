@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pet.dataset import parse_bytes
-from tests.conftest import make_home, start_app, stop_app
+from tests.conftest import make_home, running_app
 
 pytestmark = pytest.mark.e2e
 
@@ -19,9 +19,8 @@ FIX = Path(__file__).resolve().parent.parent / "fixtures" / "data"
 @pytest.fixture(scope="module")
 def data_app(tmp_path_factory):
     home = make_home(tmp_path_factory.mktemp("data-tab-home"))
-    proc, url = start_app(home)
-    yield home, url
-    stop_app(proc)
+    with running_app(home) as url:
+        yield home, url
 
 
 def _store(home):

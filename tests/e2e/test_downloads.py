@@ -15,7 +15,7 @@ import pytest
 from pet import arena
 from pet.datastore import DatasetStore
 from pet.store import Store
-from tests.conftest import REPO, make_home, start_app, stop_app
+from tests.conftest import REPO, make_home, running_app
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +36,8 @@ def outside_app():
     store = Store(home / "pet.db")
     arena.record_vote(store, {"id": "dl1", "tier_a": "light", "tier_b": "base", "prompt": "write a poem",
                               "answer_a": "You are a poet.", "answer_b": "Roses are red."}, "a", session="s")
-    proc, url = start_app(home)
-    yield home, url
-    stop_app(proc)
+    with running_app(home) as url:
+        yield home, url
     shutil.rmtree(root, ignore_errors=True)
 
 

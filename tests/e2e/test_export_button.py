@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import make_home, start_app, stop_app
+from tests.conftest import make_home, running_app
 from tests.test_export_ollama import make_tiny_gemma3
 
 pytestmark = pytest.mark.e2e
@@ -15,9 +15,8 @@ def export_app(tmp_path_factory, engine):
     root = tmp_path_factory.mktemp("export-tab")
     _, _, tiers = make_tiny_gemma3(root, engine)
     home = make_home(root / "home")
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield home, url
-    stop_app(proc)
+    with running_app(home, tiers) as url:
+        yield home, url
 
 
 def test_export_a_tier_from_the_train_tab(export_app, page):

@@ -15,8 +15,8 @@ import pytest
 from pet.datastore import DatasetStore
 from pet.store import Store
 from pet.train.trainer import new_run_id
-from tests.conftest import REPO, make_home, start_app, stop_app
-from tests.test_trainer import make_examples, make_tiny_model
+from tests.conftest import REPO, home_with_tiers, running_app, tiny_hf_tier
+from tests.test_trainer import make_examples
 
 pytestmark = pytest.mark.e2e
 
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.e2e
 def tiny_app(tmp_path_factory):
     """The app on a tiny model, with one finished 1-step run whose adapter can become a tier."""
     root = tmp_path_factory.mktemp("live-lists")
-    make_tiny_model(root / "tiny")
-    tiers = root / "tiers.toml"
-    tiers.write_text('[tiers.tiny]\nbackend = "hf"\nmodel = "./tiny"\nsystem_prompt = "Be PET."\n')
-    home = make_home(root / "home")
+    home, tiers = home_with_tiers(root, tiny_hf_tier(root))
     data = root / "examples.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in make_examples()))
     run_id = new_run_id()
@@ -37,9 +34,8 @@ def tiny_app(tmp_path_factory):
                         "1", "--out", str(home / "runs" / run_id)], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield home, url, run_id
-    stop_app(proc)
+    with running_app(home, tiers) as url:
+        yield home, url, run_id
 
 
 def _chat_options(page) -> list[str]:

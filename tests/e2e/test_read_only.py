@@ -7,17 +7,13 @@ import pytest
 
 from pet.datastore import DatasetStore
 from pet.store import Store
-from tests.conftest import make_home, start_app, stop_app
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def space_app(tmp_path):
-    home = make_home(tmp_path / "home")
-    proc, url = start_app(home, extra_env={"SPACE_ID": "someone/pet-studio", "PET_AUTH": "", "PET_ALLOW_WRITES": ""})
-    yield home, url
-    stop_app(proc)
+def space_app(app_on):
+    return app_on(SPACE_ID="someone/pet-studio", PET_AUTH="", PET_ALLOW_WRITES="")
 
 
 def test_a_public_space_refuses_writes(space_app, page):

@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import make_home, start_app, stop_app
-from tests.test_trainer import make_tiny_model
+from tests.conftest import home_with_tiers, running_app, tiny_hf_tier
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +20,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def train_app(tmp_path_factory):
     root = tmp_path_factory.mktemp("train-tab")
-    make_tiny_model(root / "tiny")
-    tiers = root / "tiers.toml"
-    tiers.write_text('[tiers.tiny]\nbackend = "hf"\nmodel = "./tiny"\nsystem_prompt = "Be PET."\n')
-    home = make_home(root / "home")
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield home, url
-    stop_app(proc)
+    home, tiers = home_with_tiers(root, tiny_hf_tier(root))
+    with running_app(home, tiers) as url:
+        yield home, url
 
 
 def _open_tab(page, url):

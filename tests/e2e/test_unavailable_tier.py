@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from pet.config import REPO_ROOT
-from tests.conftest import make_home, start_app, stop_app
 
 pytestmark = pytest.mark.e2e
 
@@ -29,13 +28,8 @@ host = "http://127.0.0.1:9"
 
 
 @pytest.fixture
-def app_with_power(tmp_path):
-    home = make_home(tmp_path / "home")
-    tiers = tmp_path / "tiers.toml"
-    tiers.write_text(TIERS)
-    proc, url = start_app(home, extra_env={"PET_TIERS": str(tiers)})
-    yield home, url
-    stop_app(proc)
+def app_with_power(app_on):
+    return app_on(TIERS)
 
 
 def _pick(page, name: str) -> None:
