@@ -22,16 +22,24 @@ def cuda():
     return torch
 
 
-def test_cuda_run_trains_and_writes_the_run_folder(cuda, tmp_path):
-    from tests.test_trainer import make_examples, make_tiny_model
+def _examples(tmp_path: Path) -> Path:
+    from tests.test_trainer import make_examples
 
-    model = make_tiny_model(tmp_path / "tiny")
     data = tmp_path / "ex.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in make_examples()))
-    out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "pet", "train", "--base", str(model), "--data", str(data),
-                        "--device", "cuda", "--max-steps", "4", "--batch-size", "4", "--lr", "1e-2",
-                        "--out", str(out), "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    return data
+
+
+def _pet(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pet", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_cuda_run_trains_and_writes_the_run_folder(cuda, tmp_path):
+    from tests.test_trainer import make_tiny_model
+
+    model, out = make_tiny_model(tmp_path / "tiny"), tmp_path / "run"
+    r = _pet("train", "--base", str(model), "--data", str(_examples(tmp_path)), "--device", "cuda", "--max-steps", "4",
+             "--batch-size", "4", "--lr", "1e-2", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["status"] == "finished" and s["steps"] == 4
@@ -47,16 +55,11 @@ def test_cuda_full_run_freezes_embeddings_writes_gguf_and_exports_a_lora(cuda, t
     change extracts into a LoRA that `pet export lora` reports."""
     from safetensors.torch import load_file
 
-    from tests.test_trainer import make_examples
     from tests.tiny_models import make_tiny
 
-    base = make_tiny(tmp_path / "base", "gemma3")
-    data = tmp_path / "ex.jsonl"
-    data.write_text("".join(json.dumps(e) + "\n" for e in make_examples()))
-    out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "pet", "train", "--base", str(base), "--data", str(data), "--method",
-                        "full", "--device", "cuda", "--max-steps", "8", "--eval-every", "4", "--lr", "3e-3",
-                        "--out", str(out), "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    base, out = make_tiny(tmp_path / "base", "gemma3"), tmp_path / "run"
+    r = _pet("train", "--base", str(base), "--data", str(_examples(tmp_path)), "--method", "full", "--device", "cuda",
+             "--max-steps", "8", "--eval-every", "4", "--lr", "3e-3", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     assert s["status"] == "finished" and s["method"] == "full" and Path(s["gguf"]).stat().st_size > 0
@@ -65,9 +68,7 @@ def test_cuda_full_run_freezes_embeddings_writes_gguf_and_exports_a_lora(cuda, t
     before, after = load_file(base / "model.safetensors"), load_file(out / "model" / "model.safetensors")
     assert cuda.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     assert any(not cuda.equal(before[k], after[k]) for k in before if k != "model.embed_tokens.weight")
-    e = subprocess.run([sys.executable, "-m", "pet", "export", "lora", "--run", str(out), "--rank", "4",
-                        "--out", str(tmp_path / "lora"), "--json"], cwd=REPO, capture_output=True, text=True,
-                       timeout=600)
+    e = _pet("export", "lora", "--run", str(out), "--rank", "4", "--out", str(tmp_path / "lora"), "--json")
     assert e.returncode == 0, e.stderr[-3000:]
     assert (tmp_path / "lora" / "adapter_model.safetensors").is_file()
 
@@ -77,15 +78,11 @@ def test_cuda_trained_adapter_gives_the_same_logits_on_the_cpu(cuda, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tests.test_trainer import make_examples, make_tiny_model
+    from tests.test_trainer import make_tiny_model
 
-    model = make_tiny_model(tmp_path / "tiny")
-    data = tmp_path / "ex.jsonl"
-    data.write_text("".join(json.dumps(e) + "\n" for e in make_examples()))
-    out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "pet", "train", "--base", str(model), "--data", str(data),
-                        "--device", "cuda", "--precision", "fp32", "--max-steps", "4", "--lr", "1e-2",
-                        "--out", str(out), "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    model, out = make_tiny_model(tmp_path / "tiny"), tmp_path / "run"
+    r = _pet("train", "--base", str(model), "--data", str(_examples(tmp_path)), "--device", "cuda", "--precision", "fp32",
+             "--max-steps", "4", "--lr", "1e-2", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     ids = cuda.tensor([[2, 5, 9, 17, 33, 4]])
     logits = {}
