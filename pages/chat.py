@@ -95,7 +95,9 @@ def _conversation(engine, spec) -> dict:
 
 def _settings(engine, spec) -> dict:
     with gr.Accordion("System prompt and generation settings", open=False):
-        system = gr.Textbox(spec.system_prompt, label="System prompt", lines=5, elem_id="chat-system")
+        system = gr.Textbox(spec.system_prompt, label="System prompt", lines=5, elem_id="chat-system",
+                            info="blank = the tier's own (a tuned tier was trained with it and writes worse "
+                                 "prompts without it)")
         with gr.Row():
             temperature = gr.Slider(0, 2, spec.params.temperature, step=0.05, label="Temperature",
                                     info="0 = always the most likely word", elem_id="chat-temperature")
@@ -121,11 +123,12 @@ def respond(engine, tier_name, message, hist, st, sys_prompt, temp, tp, tk, mx, 
         gr.Warning(str(e))
         yield _display(hist, st), hist, st, message, f"⚠️ {e}"
         return
+    system = sys_prompt if sys_prompt and sys_prompt.strip() else None  # blank: the tier's own, as in Compare
     asked = hist + [{"role": "user", "content": message}]
     answer, chunk, noticed = "", None, False
     yield _display(asked, st) + [{"role": "assistant", "content": "…"}], hist, st, "", "Loading the model…"
     try:
-        for chunk in engine.stream(tier_name, asked, params, system=sys_prompt):
+        for chunk in engine.stream(tier_name, asked, params, system=system):
             if chunk.notice and not noticed:  # e.g. the conversation was trimmed to fit the context
                 gr.Warning(chunk.notice)
                 noticed = True

@@ -84,3 +84,22 @@ def test_bad_tiers_file_stops_the_app_with_one_clear_message(tmp_path):
     r = subprocess.run([sys.executable, "app.py"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "tiers.a.backend: must be one of llamacpp, hf, ollama" in r.stderr and "tiers.a.model: required" in r.stderr
+
+
+def test_blank_system_prompt_in_chat_means_the_tiers_own(engine, monkeypatch):
+    """As in Compare: clearing the box (or passing sys_prompt="" to /chat) must not send a tuned tier out
+    without the system prompt it was trained with; a typed one is used as given."""
+    from pages.chat import respond
+
+    seen = []
+    real = engine.stream
+
+    def recording(tier, messages, params, system=None, **kw):
+        seen.append(system)
+        return real(tier, messages, params, system=system, **kw)
+
+    monkeypatch.setattr(engine, "stream", recording)
+    for box in ("", "   ", "Be brief."):
+        *_, last = respond(engine, "light", "write a poem about tea", [], [], box, 0.0, 1.0, 0, 8, 1)
+        assert last[1][-1]["role"] == "assistant" and last[1][-1]["content"]
+    assert seen == [None, None, "Be brief."]
