@@ -169,3 +169,21 @@ def test_quick_run_prints_tables(bench_env):
     assert "PET score" in header and "tok/s" in header and "rewrites" in header
     assert "win rate" not in header and "ref. loss" not in header  # quick: no judge, no references
     assert "| tersebot − petbot | pet_score |" in r.stdout
+
+
+def test_cad_trial_contrasts_the_request(pet_home, tmp_path):
+    """bench/cad_trial.py (the README's context-aware decoding trial): a = 0 and a = 0.5 each write one
+    well-formed answer per request, and the contrast changes what the light tier writes."""
+    env = dict(os.environ, PET_HOME=str(pet_home))
+    out = {}
+    for alpha in ("0", "0.5"):
+        target = tmp_path / f"a{alpha}.jsonl"
+        r = subprocess.run([sys.executable, "bench/cad_trial.py", "--tier", "light", "--alpha", alpha, "--limit", "2",
+                            "--requests", "bench/dev_requests.jsonl", "--out", str(target)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        rows = [json.loads(line) for line in target.read_text().splitlines()]
+        assert [x["i"] for x in rows] == [0, 1] and {x["tier"] for x in rows} == {f"light_cad{float(alpha)}"}
+        assert all(x["answer"] and x["tokens"] > 0 and x["finish_reason"] in ("stop", "length") for x in rows)
+        out[alpha] = [x["answer"] for x in rows]
+    assert out["0"] != out["0.5"]
