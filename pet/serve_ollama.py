@@ -427,11 +427,18 @@ async def show(request: Request):
     return await anyio.to_thread.run_sync(_service(request).show, body.get("model") or body.get("name"))
 
 
-async def chat(request: Request):
+async def _open(request: Request, unsupported: tuple[str, ...]):
+    """What every generating route starts with: the service, the body, the model name asked for and its tier,
+    with the fields this route cannot honour refused."""
     svc, body = _service(request), await body_of(request)
     name = body.get("model")
     tier = svc.tier(name)
-    svc.check_unsupported(body, ("tools", "format"))
+    svc.check_unsupported(body, unsupported)
+    return svc, body, name, tier
+
+
+async def chat(request: Request):
+    svc, body, name, tier = await _open(request, ("tools", "format"))
     msgs = svc.messages(body.get("messages") or [])
     params = svc.params(tier, body.get("options"))
     if not msgs:
@@ -447,10 +454,7 @@ async def chat(request: Request):
 
 
 async def generate(request: Request):
-    svc, body = _service(request), await body_of(request)
-    name = body.get("model")
-    tier = svc.tier(name)
-    svc.check_unsupported(body, ("raw", "template", "suffix", "images", "format"))
+    svc, body, name, tier = await _open(request, ("raw", "template", "suffix", "images", "format"))
     prompt = body.get("prompt") or ""
     if not isinstance(prompt, str):
         raise ApiError(400, "prompt must be text")
@@ -488,10 +492,7 @@ def _v1_usage(it: dict) -> dict:
 
 
 async def v1_chat(request: Request):
-    svc, body = _service(request), await body_of(request)
-    name = body.get("model")
-    tier = svc.tier(name)
-    svc.check_unsupported(body, ("tools", "response_format"))
+    svc, body, name, tier = await _open(request, ("tools", "response_format"))
     msgs = svc.messages(body.get("messages") or [])
     if not msgs:
         raise ApiError(400, "messages must not be empty")
