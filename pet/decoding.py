@@ -14,6 +14,8 @@ from pet.backends.base import Chunk
 
 LOOP = "loop"  # finish_reason of an answer the loop guard ended
 _WORD = re.compile(r"[^\W\d_]+")
+_MARKER = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)]|[a-z][.)])\s+")  # "- ", "3. ", "b) ": a list item's marker
+_SLOT = re.compile(r"\[[^\]]*\]")  # a [slot] for the user to fill: "1. [model]\n2. [model]" is a form, not a loop
 
 
 class LoopGuard:
@@ -21,9 +23,10 @@ class LoopGuard:
 
     Two signs, both cheap enough to check after every chunk of a 2,000-character answer:
     the text ends in the same span (min_span..max_span characters) `repeats` times in a row,
-    or one substantial line (>= min_line characters) has already appeared `repeats` times.
-    Small models loop in both ways: "- Avoid jargon.\n- Avoid jargon.\n..." and a whole
-    paragraph coming round again with a different line in between.
+    or one substantial line (>= min_line characters) has already appeared `repeats` times, its
+    list marker aside. Small models loop in both ways: "- Avoid jargon.\n- Avoid jargon.\n..." and a
+    whole paragraph coming round again with a different line in between, or a numbered list whose
+    items come round again under new numbers ("1. Check X", "2. ...", "3. Check X", ...).
     """
 
     def __init__(self, min_span: int = 12, max_span: int = 300, repeats: int = 3, min_line: int = 24):
@@ -42,8 +45,8 @@ class LoopGuard:
         if end < self._done_upto:
             return False
         for line in self.text[self._done_upto:end].split("\n"):
-            key = " ".join(line.lower().split())
-            if len(key) >= self.min_line:
+            key = _MARKER.sub("", " ".join(line.lower().split()))
+            if len(_SLOT.sub("", key)) >= self.min_line:
                 self._lines[key] += 1
                 if self._lines[key] >= self.repeats:
                     return True

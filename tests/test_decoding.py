@@ -127,3 +127,15 @@ def test_best_of_returns_the_rewrite_not_the_answer_nor_the_cut_off_one():
     assert ans.text == rewrite
     assert ans.stats.finish_reason == "stop"
     assert ans.stats.tokens == sum(len(t.split(" ")) for t, _ in cands)  # every candidate's tokens count
+
+
+def test_loop_guard_catches_list_items_that_come_round_under_new_numbers():
+    # the light tier on a French request: the same items again and again, each time with the next number
+    items = ["Résoud les lettres sans répondant (en fonctionnement)", "Ressumez le temps à 12h, et ajouter des lettres"]
+    looping = "\n".join(f"{i}. {items[(i - 1) % 2]}" for i in range(1, 6)) + "\n"
+    assert _feed_all(looping)
+    distinct = "\n".join(f"{i}. Step {w} of the plan, written out in full" for i, w in
+                         enumerate(["one", "two", "three", "four", "five"], 1)) + "\n"
+    assert not _feed_all(distinct)
+    form = "Models:\n" + "\n".join(f"{i}. [model and configuration, with its price]" for i in (1, 2, 3, 4)) + "\n"
+    assert not _feed_all(form)  # numbered [slots] to fill in are a form, not a loop
