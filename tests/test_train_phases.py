@@ -140,3 +140,57 @@ def test_outcome_note_says_what_the_result_is_not():
     assert outcome_note(True, 4, 0, 2.0, 2.0, False, start) == (
         f"no evaluation beat the starting point (held-out 2.0000): the result is {start}, not an upgrade")
     assert outcome_note(True, 4, 4, 2.0, 2.5, False, start) == "the held-out loss did not improve (2.0000 -> 2.5000)"
+
+
+def _tiny_training(tmp_path, keep_best: bool):
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from pet.templates import BUILTIN
+    from pet.train.trainer import BuiltModel, RunFolder, Training, TrainData, encode, load_model, make_label_loss
+    from tests.test_trainer import make_examples, make_tiny_model
+
+    folder = str(make_tiny_model(tmp_path / "tiny"))
+    tok = AutoTokenizer.from_pretrained(folder)
+    held, _ = encode(make_examples(3), tok, BUILTIN["gemma3"], "Be PET.", 256)
+    cfg = TrainConfig(tier=None, base=folder, max_steps=6, keep_best=keep_best, seed=0)
+    torch.manual_seed(0)
+    model, method = load_model(folder, cfg, "cpu", use_bf16=False)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    m = BuiltModel(model, method, params, torch.optim.AdamW(list(params.values())), make_label_loss(model))
+    data = TrainData(tmp_path, [], [], held, held, 0, 0, "sha", tok, folder, {}, BUILTIN["gemma3"], "", "t", None)
+    return Training(cfg, RunFolder(tmp_path / "run"), Accelerator(cpu=True), "cpu", torch, data, m, False, None, 0.0)
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_cancel_between_evaluations_with_keep_best_hands_back_the_best_evaluated_weights(tmp_path, keep_best):
+    """Evaluated at steps 0 and 2 (the best), cancelled at step 3: --keep-best hands back step 2's weights, as
+    it promises, and the checkpoint still holds step 3's for --resume. Without --keep-best the last weights
+    stay and the record says which step they are from."""
+    import torch
+
+    from pet.train import checkpoint
+
+    t = _tiny_training(tmp_path, keep_best)
+    s = t.state
+    with torch.no_grad():
+        for p in t.params.values():
+            p.add_(0.5)  # "trained" to step 2, where the held-out loss was measured
+    step2 = {n: p.detach().clone() for n, p in t.params.items()}
+    s.step, s.evals, s.before = 2, [(0, 3.0), (2, 2.5)], 3.0
+    s.best_loss, s.best_step, s.best_weights = 2.5, 2, t.snapshot()
+    with torch.no_grad():
+        for p in t.params.values():
+            p.add_(0.25)  # one more step, not evaluated
+    step3 = {n: p.detach().clone() for n, p in t.params.items()}
+    s.step = 3
+
+    after_step, after, chosen = t.final_loss(cancelled=True)
+
+    assert (after_step, after) == (2, 2.5)
+    kept = step2 if keep_best else step3
+    assert chosen == (2 if keep_best else 3)
+    assert all(torch.equal(t.params[n], kept[n]) for n in kept)
+    weights, _, ck = checkpoint.load(t.run.path)  # what --resume continues from: the step-3 weights
+    assert ck["step"] == 3 and all(torch.equal(weights[n], step3[n]) for n in step3)

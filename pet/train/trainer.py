@@ -972,7 +972,10 @@ class Training:
             after_step, after = s.step, self.evaluate(s.step)
             s.evals.append((s.step, after))
         chosen = s.step
-        if self.cfg.keep_best and s.best_weights is not None and _better(s.best_loss, after):
+        # --keep-best promises an evaluated step: a cancel between evaluations hands back the best evaluated
+        # weights, not the unevaluated last ones (the checkpoint above keeps those for --resume).
+        unevaluated = cancelled and after_step != s.step
+        if self.cfg.keep_best and s.best_weights is not None and (_better(s.best_loss, after) or unevaluated):
             with self.torch.no_grad():
                 for n, p in self.params.items():
                     p.copy_(s.best_weights[n])
