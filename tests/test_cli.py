@@ -61,6 +61,8 @@ def test_chat_prints_a_real_answer(pet_home, tier):
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.split()) >= 5
     assert "tok/s" in r.stderr and "TTFT" in r.stderr
+    # stderr is PET's own: llama.cpp's notes on loading the model and the tier's LoRA stay out of it
+    assert "llama_" not in r.stderr and "CPU_REPACK" not in r.stderr, r.stderr[:500]
 
 
 @pytest.mark.slow

@@ -91,7 +91,8 @@ class SharedModel:
         if path not in self._adapters:
             import llama_cpp
 
-            handle = llama_cpp.llama_adapter_lora_init(self.llm._model.model, path.encode("utf-8"))
+            with native_quiet():  # a line per layer ("cannot use buft 'CPU_REPACK'") otherwise
+                handle = llama_cpp.llama_adapter_lora_init(self.llm._model.model, path.encode("utf-8"))
             if not handle:
                 raise BackendError(f"llama.cpp could not load the LoRA adapter {path}: is it a GGUF adapter "
                                    "for this model?")
