@@ -89,34 +89,51 @@ def test_checkpoint_round_trip_puts_back_weights_optimizer_and_the_loops_place(t
         load_checkpoint(run, {"other.weight": params2["weight"]}, opt2, torch)
 
 
-def test_the_eval_phase_alone_on_a_tiny_model(tmp_path):
-    """evaluate() is plain cross-entropy per label token, whatever the batch size, and reports its progress."""
-    import torch
-    from accelerate import Accelerator
+def _tiny_model_and_held(tmp_path, n_held: int):
+    """A tiny Gemma 3 folder, its tokenizer and n_held examples encoded as the trainer's held-out set."""
     from transformers import AutoTokenizer
 
     from pet.templates import BUILTIN
-    from pet.train.trainer import (BuiltModel, RunFolder, Training, TrainData, encode, load_model, make_label_loss)
+    from pet.train.trainer import encode
     from tests.test_trainer import make_examples, make_tiny_model
 
     folder = str(make_tiny_model(tmp_path / "tiny"))
     tok = AutoTokenizer.from_pretrained(folder)
-    held, _ = encode(make_examples(5), tok, BUILTIN["gemma3"], "Be PET.", 256)
+    held, _ = encode(make_examples(n_held), tok, BUILTIN["gemma3"], "Be PET.", 256)
+    return folder, tok, held
+
+
+def _tiny_training(tmp_path, folder, tok, held, run_name: str = "run", **cfg_kw):
+    """A Training over the tiny model, built as _train builds one, without a training run."""
+    import torch
+    from accelerate import Accelerator
+
+    from pet.templates import BUILTIN
+    from pet.train.trainer import BuiltModel, RunFolder, Training, TrainData, load_model, make_label_loss
+
+    cfg = TrainConfig(tier=None, base=folder, seed=0, **cfg_kw)
+    torch.manual_seed(0)
+    model, method = load_model(folder, cfg, "cpu", use_bf16=False)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    m = BuiltModel(model, method, params, torch.optim.AdamW(list(params.values())), make_label_loss(model))
+    data = TrainData(tmp_path, [], [], held, held, 0, 0, "sha", tok, folder, {}, BUILTIN["gemma3"], "", "t", None)
+    return Training(cfg, RunFolder(tmp_path / run_name), Accelerator(cpu=True), "cpu", torch, data, m, False, None,
+                    0.0)
+
+
+def test_the_eval_phase_alone_on_a_tiny_model(tmp_path):
+    """evaluate() is plain cross-entropy per label token, whatever the batch size, and reports its progress."""
+    import torch
+
+    folder, tok, held = _tiny_model_and_held(tmp_path, 5)
     losses = []
     for bs in (1, 3):
-        cfg = TrainConfig(tier=None, base=folder, batch_size=bs, max_steps=4, seed=0)
-        torch.manual_seed(0)
-        model, method = load_model(folder, cfg, "cpu", use_bf16=False)
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        m = BuiltModel(model, method, params, torch.optim.AdamW(list(params.values())),
-                       make_label_loss(model))
-        data = TrainData(tmp_path, [], [], held, held, 0, 0, "sha", tok, folder, {}, BUILTIN["gemma3"], "", "t", None)
-        run = RunFolder(tmp_path / f"run{bs}")
-        t = Training(cfg, run, Accelerator(cpu=True), "cpu", torch, data, m, False, None, 0.0)
+        t = _tiny_training(tmp_path, folder, tok, held, f"run{bs}", batch_size=bs, max_steps=4)
         losses.append(t.evaluate(0))
-        status = json.loads((run.path / "status.json").read_text())
+        status = json.loads((t.run.path / "status.json").read_text())
         assert status["phase"] == "evaluating" and status["phase_done"] == status["phase_total"] == 5
         assert t.prog.eval_s is not None and t.prog.eval_tok_s > 0
+    model = t.model
     # the same number by hand: summed cross-entropy over the label tokens / their count
     with torch.no_grad():
         tot = cnt = 0
@@ -142,27 +159,6 @@ def test_outcome_note_says_what_the_result_is_not():
     assert outcome_note(True, 4, 4, 2.0, 2.5, False, start) == "the held-out loss did not improve (2.0000 -> 2.5000)"
 
 
-def _tiny_training(tmp_path, keep_best: bool):
-    import torch
-    from accelerate import Accelerator
-    from transformers import AutoTokenizer
-
-    from pet.templates import BUILTIN
-    from pet.train.trainer import BuiltModel, RunFolder, Training, TrainData, encode, load_model, make_label_loss
-    from tests.test_trainer import make_examples, make_tiny_model
-
-    folder = str(make_tiny_model(tmp_path / "tiny"))
-    tok = AutoTokenizer.from_pretrained(folder)
-    held, _ = encode(make_examples(3), tok, BUILTIN["gemma3"], "Be PET.", 256)
-    cfg = TrainConfig(tier=None, base=folder, max_steps=6, keep_best=keep_best, seed=0)
-    torch.manual_seed(0)
-    model, method = load_model(folder, cfg, "cpu", use_bf16=False)
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    m = BuiltModel(model, method, params, torch.optim.AdamW(list(params.values())), make_label_loss(model))
-    data = TrainData(tmp_path, [], [], held, held, 0, 0, "sha", tok, folder, {}, BUILTIN["gemma3"], "", "t", None)
-    return Training(cfg, RunFolder(tmp_path / "run"), Accelerator(cpu=True), "cpu", torch, data, m, False, None, 0.0)
-
-
 @pytest.mark.parametrize("keep_best", [True, False])
 def test_cancel_between_evaluations_with_keep_best_hands_back_the_best_evaluated_weights(tmp_path, keep_best):
     """Evaluated at steps 0 and 2 (the best), cancelled at step 3: --keep-best hands back step 2's weights, as
@@ -172,7 +168,7 @@ def test_cancel_between_evaluations_with_keep_best_hands_back_the_best_evaluated
 
     from pet.train import checkpoint
 
-    t = _tiny_training(tmp_path, keep_best)
+    t = _tiny_training(tmp_path, *_tiny_model_and_held(tmp_path, 3), max_steps=6, keep_best=keep_best)
     s = t.state
     with torch.no_grad():
         for p in t.params.values():
