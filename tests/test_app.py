@@ -103,3 +103,22 @@ def test_blank_system_prompt_in_chat_means_the_tiers_own(engine, monkeypatch):
         *_, last = respond(engine, "light", "write a poem about tea", [], [], box, 0.0, 1.0, 0, 8, 1)
         assert last[1][-1]["role"] == "assistant" and last[1][-1]["content"]
     assert seen == [None, None, "Be brief."]
+
+
+def test_chat_says_under_an_answer_that_the_loop_guard_ended_it(engine, monkeypatch):
+    """A looping answer is cut and marked (issue 11): the user sees why it stopped, not just a short answer."""
+    from pages.chat import respond
+    from pet.backends.base import Chunk
+    from pet.decoding import guard_loops
+
+    def looping(tier, messages, params, system=None, **kw):
+        def gen():
+            for k in range(1, 200):
+                yield Chunk("a line of verse, ", k, 0.01 * k, 0.01)
+        return guard_loops(gen())
+
+    monkeypatch.setattr(engine, "stream", looping)
+    *_, last = respond(engine, "light", "write a poem about autumn", [], [], "", 0.3, 0.9, 40, 64, 1)
+    shown, hist, stats, _, line = last
+    assert line.startswith("light: TTFT") and line.endswith("stopped: it began repeating itself (loop guard)")
+    assert stats == [line] and hist[-1]["content"].count("a line of verse") < 10

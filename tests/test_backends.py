@@ -222,3 +222,13 @@ def test_one_stats_line_for_stats_and_their_dict():
     assert st.line() == stats_line(st.as_dict()) == "TTFT 0.50 s · 10.0 tok/s · 11 tokens"
     assert stats_line({}) == "TTFT 0.00 s · 0.0 tok/s · 0 tokens"  # a column that never started
     assert Stats.of(None) == Stats() and Stats.of(Chunk("", tokens=3, ttft_s=0.1, elapsed_s=0.3)).tokens == 3
+
+
+def test_the_stats_line_says_how_an_answer_ended_when_it_did_not_end_by_itself():
+    from pet.backends.base import Stats, stats_line
+    from pet.decoding import LOOP
+
+    assert Stats(5, 0.1, 0.5, LOOP).line().endswith(" · stopped: it began repeating itself (loop guard)")
+    assert stats_line({"tokens": 400, "finish_reason": "length"}).endswith(" · cut at the max-tokens limit")
+    assert stats_line({"tokens": 3, "finish_reason": "cancelled"}).endswith(" · stopped before the end")
+    assert Stats(5, 0.1, 0.5, "stop").line() == "TTFT 0.10 s · 10.0 tok/s · 5 tokens"

@@ -70,10 +70,17 @@ class Stats:
 def stats_line(s: Stats | dict) -> str:
     """The one timing line shown under an answer (chat, compare, arena, CLI): a Stats or its as_dict()."""
     if isinstance(s, Stats):
-        ttft, tok_s, tokens = s.ttft_s, s.tok_s, s.tokens
+        ttft, tok_s, tokens, reason = s.ttft_s, s.tok_s, s.tokens, s.finish_reason
     else:
-        ttft, tok_s, tokens = s.get("ttft_s", 0), s.get("tok_s", 0), s.get("tokens", 0)
-    return f"TTFT {ttft:.2f} s · {tok_s:.1f} tok/s · {tokens} tokens"
+        ttft, tok_s, tokens, reason = s.get("ttft_s", 0), s.get("tok_s", 0), s.get("tokens", 0), s.get("finish_reason")
+    line = f"TTFT {ttft:.2f} s · {tok_s:.1f} tok/s · {tokens} tokens"
+    return f"{line} · {ENDINGS[reason]}" if reason in ENDINGS else line
+
+
+# How an answer that did not end by itself ended, for the stats line ("stop" says nothing).
+ENDINGS = {"loop": "stopped: it began repeating itself (loop guard)",
+           "length": "cut at the max-tokens limit",
+           "cancelled": "stopped before the end"}
 
 
 @dataclass
