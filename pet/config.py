@@ -38,6 +38,9 @@ class GenParams:
     n_ctx: int = 2048
     max_new_tokens: int = 512
     repeat_penalty: float = 1.1
+    # The repeat penalty leaves the request's own words alone (llama.cpp backend), so the task line can
+    # name the request's subject and numbers again after the role line used them.
+    spare_request: bool = False
     seed: int | None = None
     # Decoding that stays on the request (pet/decoding.py): these wrap any backend.
     loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
@@ -82,8 +85,8 @@ class GenParams:
 
 
 PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
-               "max_new_tokens": int, "repeat_penalty": float, "seed": int,
-               "loop_guard": bool, "fewshot": int, "best_of": int}
+               "max_new_tokens": int, "repeat_penalty": float, "spare_request": bool,
+               "seed": int, "loop_guard": bool, "fewshot": int, "best_of": int}
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,18 @@ def valid_tier_name(name: str) -> bool:
     return name.replace("-", "").replace("_", "").isalnum()
 
 
+def _backend_problems(where: str, backend: Any, raw: dict) -> list[str]:
+    """What one backend needs or cannot do, beyond the keys every tier shares."""
+    out = []
+    if backend == "openai" and not raw.get("host"):
+        out.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                   "e.g. http://127.0.0.1:8000/v1)")
+    if backend in ("ollama", "openai") and isinstance(raw.get("params"), dict) and raw["params"].get("spare_request"):
+        out.append(f"{where}.params.spare_request: with backend \"{backend}\" the server applies its own repeat "
+                   "penalty and cannot spare the request's words (llamacpp and hf tiers can); remove it")
+    return out
+
+
 def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[TierSpec]:
     problems: list[str] = []
     defaults = _parse_params(data.get("defaults"), "defaults", GenParams(), problems)
@@ -190,9 +205,7 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
-        if backend == "openai" and not raw.get("host"):
-            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
-                            "e.g. http://127.0.0.1:8000/v1)")
+        problems += _backend_problems(where, backend, raw)
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:

@@ -184,3 +184,53 @@ def best_of(make_stream, n: int, request: str) -> Iterator[Chunk]:
     now = time.perf_counter() - t0
     yield Chunk(best.text, total, now, now)
     yield Chunk("", total, now, now, True, best.stats.finish_reason)
+
+
+# -- a repeat penalty that spares the request's words --------------------------------------------------
+_CONTENT = re.compile(r"[^\W_]{3,}|\d+")  # words of 3+ letters, and numbers
+_COMMON = frozenset("the and for with that this you your are was from have has not but can will".split())
+
+
+def request_words(request: str) -> list[str]:
+    """The request's content words (and numbers), as the answer would write them: as is and capitalised."""
+    out: list[str] = []
+    for w in dict.fromkeys(_CONTENT.findall(request)):
+        if w.lower() not in _COMMON:
+            out += [w, w[:1].upper() + w[1:]] if w[:1].islower() else [w]
+    return out
+
+
+def last_request(messages: list[dict]) -> str:
+    """The conversation's last user turn: what the answer must keep."""
+    return next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def spared_tokens(request: str, tokenize) -> set[int]:
+    """The token ids of the request's content words, with and without a leading space (mid-sentence)."""
+    return {t for w in request_words(request) for v in (w, " " + w) for t in tokenize(v)}
+
+
+class SparingPenalty:
+    """llama.cpp's repeat penalty over the answer's last `last_n` tokens, except the request's own tokens.
+
+    A plain penalty lowers the request's subject and numbers once the role line has used them, and the task
+    line drifts ("switch majors" for "switch my major to art"). This one leaves `spared` token ids alone and
+    penalises the rest as llama.cpp does: a positive logit divided by `penalty`, a negative one multiplied.
+    Called as a llama-cpp-python logits processor: (all token ids so far, the next token's logits)."""
+
+    def __init__(self, penalty: float, spared: set[int], last_n: int = 64):
+        self.penalty, self.spared, self.last_n = penalty, spared, last_n
+        self.prompt_len: int | None = None
+
+    def __call__(self, input_ids, scores):
+        """`input_ids`: the ids so far (1-D, or one row of a batch); `scores`: the next token's logits, a numpy
+        array (llama.cpp) or a torch tensor (transformers), changed in place and returned."""
+        ids = input_ids[0] if getattr(input_ids, "ndim", 1) == 2 else input_ids
+        if self.prompt_len is None:  # the first call comes right after the prompt
+            self.prompt_len = len(ids)
+        recent = sorted({int(t) for t in ids[self.prompt_len:][-self.last_n:]} - self.spared)
+        if recent:
+            s = scores[..., recent]
+            up = s > 0
+            scores[..., recent] = up * (s / self.penalty) + ~up * (s * self.penalty)
+        return scores

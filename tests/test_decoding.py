@@ -139,3 +139,41 @@ def test_loop_guard_catches_list_items_that_come_round_under_new_numbers():
     assert not _feed_all(distinct)
     form = "Models:\n" + "\n".join(f"{i}. [model and configuration, with its price]" for i in (1, 2, 3, 4)) + "\n"
     assert not _feed_all(form)  # numbered [slots] to fill in are a form, not a loop
+
+
+def test_the_sparing_penalty_lowers_the_answers_repeats_but_not_the_requests_words():
+    import numpy as np
+
+    from pet.decoding import SparingPenalty, request_words
+
+    assert request_words("switch my major to art, 3 years") == ["switch", "Switch", "major", "Major", "art", "Art",
+                                                                 "3", "years", "Years"]
+    pen = SparingPenalty(1.25, spared={7})
+    prompt = np.array([7, 8, 9])
+    scores = np.array([1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0], dtype=np.float32)
+    assert pen(prompt, scores.copy()).tolist() == scores.tolist()  # nothing generated yet: the prompt is not penalised
+    out = pen(np.array([7, 8, 9, 2, 7, 3]), scores.copy())  # the answer so far wrote 2, 7 and 3
+    assert out[3] == 1.0 / 1.25 and out[2] == -1.0 * 1.25  # llama.cpp's rule: positive divided, negative multiplied
+    assert out[7] == 2.0  # a request token is spared
+    assert out[8] == 2.0 and out[0] == 1.0  # tokens the answer did not write are untouched
+
+
+def test_the_sparing_penalty_decodes_as_llamacpps_own_when_it_spares_nothing(engine, monkeypatch):
+    """The same rule as llama.cpp's repeat penalty: sparing no token gives llama.cpp's greedy answer at that
+    penalty, token for token; sparing every token gives the answer with no penalty. So what the setting
+    changes is only which tokens are spared."""
+    import pet.backends.llamacpp as lc
+
+    msgs = [{"role": "user", "content": "list ten fruits, one per line"}]
+
+    def answer(spare: bool, penalty: float) -> str:
+        p = engine.params_for("light", temperature=0.0, seed=0, max_new_tokens=80, repeat_penalty=penalty,
+                              spare_request=spare, loop_guard=False)
+        return engine.generate("light", msgs, p).text
+
+    plain, none = answer(False, 1.3), answer(False, 1.0)
+    assert plain != none  # the penalty matters for this request
+    monkeypatch.setattr(lc, "spared_tokens", lambda request, tokenize: set())
+    assert answer(True, 1.3) == plain
+    monkeypatch.setattr(lc, "spared_tokens", lambda request, tokenize: set(range(200_000)))
+    assert answer(True, 1.3) == none
