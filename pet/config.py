@@ -103,10 +103,13 @@ class TierSpec:
     description: str = ""
     host: str | None = None  # server address: Ollama's, or an OpenAI-compatible base URL (.../v1)
     api_key_env: str | None = None  # backend = "openai": the environment variable that holds the key
+    # The languages the tier was tuned to write (ISO 639-1 codes); empty: not stated. A request in another
+    # language gets a notice that names the tiers tuned for it (pet/language.py guesses the language).
+    languages: tuple[str, ...] = ()
 
 
 _TIER_KEYS = {"backend", "model", "system_prompt", "system_prompt_file", "adapter", "template",
-              "params", "description", "host", "api_key_env"}
+              "params", "description", "host", "api_key_env", "languages"}
 
 
 def _parse_params(raw: Any, where: str, base: GenParams, problems: list[str]) -> GenParams:
@@ -164,6 +167,16 @@ def _backend_problems(where: str, backend: Any, raw: dict) -> list[str]:
     return out
 
 
+def _languages(where: str, raw: dict, problems: list[str]) -> tuple[str, ...]:
+    val = raw.get("languages", [])
+    if not isinstance(val, list) or not all(isinstance(x, str) and len(x) == 2 and x.isalpha() and x.islower()
+                                            for x in val):
+        problems.append(f"{where}.languages: must be a list of two-letter language codes, e.g. [\"en\", \"es\"], "
+                        f"got {val!r}")
+        return ()
+    return tuple(val)
+
+
 def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[TierSpec]:
     problems: list[str] = []
     defaults = _parse_params(data.get("defaults"), "defaults", GenParams(), problems)
@@ -217,7 +230,8 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
             out.append(TierSpec(name=name, backend=str(backend), model=model_ref, system_prompt=system,
                                 adapter=adapter or None, template=raw.get("template") or None,
                                 params=params, description=str(raw.get("description", "")),
-                                host=raw.get("host"), api_key_env=raw.get("api_key_env") or None))
+                                host=raw.get("host"), api_key_env=raw.get("api_key_env") or None,
+                                languages=_languages(where, raw, problems)))
     if problems:
         raise ConfigError(problems, source)
     return out

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 
-from pet import PetError, decoding, templates
-from pet.backends.base import Answer, BackendError, Chunk, collect
+from pet import PetError, decoding, language, templates
+from pet.backends.base import Answer, BackendError, Chunk, collect, with_notice
 from pet.config import OVERLAY_FILE, GenParams, Settings, load_tiers, merge_overlay
 from pet.store import Store
 from pet.tiers import Registry
@@ -60,12 +60,13 @@ class Engine:
                 raise PetError(f"tier {tier!r} ({backend.name}) cannot constrain answers with a grammar")
             yield from backend.stream(msgs, params, grammar=grammar)
             return
+        notice = self.language_notice(tier, templates.last_user(messages))
         if params.fewshot:
             msgs = self.with_fewshot(msgs, params)
         backend.set_threads(self.serve_threads())
 
         def one(p: GenParams) -> Iterator[Chunk]:
-            stream = backend.stream(msgs, p)
+            stream = with_notice(backend.stream(msgs, p), notice)
             return decoding.guard_loops(stream) if p.loop_guard else stream
 
         try:
@@ -80,6 +81,20 @@ class Engine:
             if getattr(backend, "remote", False):  # a server that failed mid-answer: show the tier unavailable
                 self.tiers.mark_failed(tier, str(e))
             raise
+
+    def language_notice(self, tier: str, request: str) -> str:
+        """A word for the user when the request is in a language the tier was not tuned on ("" otherwise)."""
+        tuned = self.tiers.spec(tier).languages
+        lang = language.guess(request) if tuned else None
+        if lang is None or lang in tuned:
+            return ""
+        said = language.name(lang)
+        out = (f"{tier} was tuned on {', '.join(language.name(c) for c in tuned)} requests; this one looks "
+               f"{said}, so the answer may drift or repeat itself.")
+        others = [n for n in self.tiers.names() if n != tier and lang in self.tiers.spec(n).languages]
+        if others:
+            out += f" Try {', '.join(others)}, tuned on {said} requests too."
+        return out
 
     def with_fewshot(self, messages: list[dict], params: GenParams) -> list[dict]:
         """The conversation with the `params.fewshot` curated examples nearest its last request put

@@ -156,12 +156,13 @@ def _shorten(msg: dict, count: Callable[[dict], int], limit: int) -> dict:
 
 
 def with_notice(stream: Iterator[Chunk], notice: str) -> Iterator[Chunk]:
-    """Every chunk of the stream carries the notice (a caller may look at any one of them)."""
+    """Every chunk of the stream carries the notice (a caller may look at any one of them), after any
+    notice it already had."""
     if not notice:
         yield from stream
         return
     for ch in stream:
-        yield replace(ch, notice=notice)
+        yield replace(ch, notice=f"{ch.notice} {notice}" if ch.notice and notice not in ch.notice else notice)
 
 
 def collect(stream: Iterator[Chunk]) -> Answer:

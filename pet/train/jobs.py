@@ -324,6 +324,8 @@ def _toml_value(v) -> str:
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     return json.dumps(str(v), ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
@@ -346,6 +348,7 @@ def _save_overlay_tier(overlay: Path, spec) -> None:
         tables = tomllib.loads(overlay.read_text(encoding="utf-8")).get("tiers", {})
     entry = {"backend": spec.backend, "model": spec.model, "system_prompt": spec.system_prompt,
              "adapter": spec.adapter, "template": spec.template, "description": spec.description, "host": spec.host,
+             "languages": list(spec.languages) or None,
              "params": {k: v for k, v in spec.params.as_dict().items() if v is not None and k in PARAM_TYPES}}
     tables[spec.name] = {k: v for k, v in entry.items() if v not in (None, "")}
     lines = ["# Tiers saved by PET Studio (a fine-tuned adapter made a tier). Each table replaces or adds",
