@@ -38,9 +38,6 @@ class GenParams:
     n_ctx: int = 2048
     max_new_tokens: int = 512
     repeat_penalty: float = 1.1
-    # The repeat penalty leaves the request's own words alone (llama.cpp backend), so the task line can
-    # name the request's subject and numbers again after the role line used them.
-    spare_request: bool = False
     seed: int | None = None
     # Decoding that stays on the request (pet/decoding.py): these wrap any backend.
     loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
@@ -85,8 +82,8 @@ class GenParams:
 
 
 PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
-               "max_new_tokens": int, "repeat_penalty": float, "spare_request": bool,
-               "seed": int, "loop_guard": bool, "fewshot": int, "best_of": int}
+               "max_new_tokens": int, "repeat_penalty": float, "seed": int,
+               "loop_guard": bool, "fewshot": int, "best_of": int}
 
 
 @dataclass(frozen=True)
@@ -156,14 +153,11 @@ def valid_tier_name(name: str) -> bool:
 
 
 def _backend_problems(where: str, backend: Any, raw: dict) -> list[str]:
-    """What one backend needs or cannot do, beyond the keys every tier shares."""
+    """What one backend needs, beyond the keys every tier shares."""
     out = []
     if backend == "openai" and not raw.get("host"):
         out.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
                    "e.g. http://127.0.0.1:8000/v1)")
-    if backend in ("ollama", "openai") and isinstance(raw.get("params"), dict) and raw["params"].get("spare_request"):
-        out.append(f"{where}.params.spare_request: with backend \"{backend}\" the server applies its own repeat "
-                   "penalty and cannot spare the request's words (llamacpp and hf tiers can); remove it")
     return out
 
 

