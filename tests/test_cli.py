@@ -65,6 +65,14 @@ def test_chat_prints_a_real_answer(pet_home, tier):
     assert "llama_" not in r.stderr and "CPU_REPACK" not in r.stderr, r.stderr[:500]
 
 
+def test_chat_notes_a_request_in_a_language_the_tier_was_not_tuned_on(pet_home):
+    r = pet("chat", "--tier", "light", "--max-tokens", "4", "--seed", "1",
+            "escribe un poema sobre el mar para el cumpleaños de mi abuela", env_home=pet_home)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("note: light was tuned on English requests; this one looks Spanish") == 1
+    assert "Try enhanced, tuned on Spanish requests too." in r.stderr and r.stdout.strip()
+
+
 @pytest.mark.slow
 def test_bench_speed_json_last_line(pet_home):
     r = pet("bench", "speed", "--tier", "light", "--max-tokens", "32", "--json", env_home=pet_home)
