@@ -21,10 +21,12 @@ SLOTS = 8  # the most tiers one comparison shows side by side
 
 
 def column_stats(col: dict) -> str:
+    """The stats line under a column, and the tier's notice under it when there is one (Compare is not blind)."""
     s = col.get("stats")
     if col.get("error") or not s:
         return ""
-    return stats_line(s)
+    notice = col.get("notice")
+    return f"{stats_line(s)}\n\n⚠️ {notice}" if notice else stats_line(s)
 
 
 def answer_text(col: dict) -> str:

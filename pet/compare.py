@@ -53,7 +53,7 @@ def params_for(engine, tier: str, settings: dict):
 def stream_columns(engine, tiers: list[str], prompt: str, system: str | None = None,
                    settings: dict | None = None) -> Iterator[list[dict]]:
     """Yield the list of all columns after every chunk; each column is plain data:
-    {tier, text, stats (dict or None), error, done, ident, params}.
+    {tier, text, stats (dict or None), error, done, ident, params, notice}.
 
     Local tiers run one after another (see the module's note); tiers on model servers (ollama, openai)
     run at the same time as each other and as the local ones, since they load another machine or
@@ -71,7 +71,7 @@ def stream_columns(engine, tiers: list[str], prompt: str, system: str | None = N
     if bad:
         raise PetError(f"unknown tier(s) {', '.join(bad)}; valid tiers: {', '.join(names)}")
     cols = [{"tier": t, "text": "", "stats": None, "error": "", "done": False, "ident": identity(engine, t),
-             "params": None} for t in tiers]
+             "params": None, "notice": ""} for t in tiers]
     messages = [{"role": "user", "content": prompt}]
     remote = [c for c in cols if engine.tiers.is_remote(c["tier"])]
     local = [c for c in cols if c not in remote]
@@ -97,6 +97,7 @@ def _run_column(engine, col: dict, messages: list[dict], system: str | None, set
         for ch in engine.stream(tier, messages, params, system=system):
             col["text"] += ch.text
             col["stats"] = st.update(ch).as_dict()
+            col["notice"] = ch.notice or col["notice"]  # e.g. a language the tier was not tuned on
             yield
     except PetError as e:
         col["error"] = str(e)

@@ -130,3 +130,15 @@ def test_a_compare_column_shows_the_one_stats_line():
     stats = {"ttft_s": 0.5, "tok_s": 10.0, "tokens": 11}
     assert column_stats({"stats": stats}) == "TTFT 0.50 s · 10.0 tok/s · 11 tokens"
     assert column_stats({"stats": stats, "error": "server gone"}) == "" and column_stats({}) == ""
+
+
+def test_compare_shows_the_language_notice_under_the_tier_it_is_about(engine):
+    """Compare is not blind: a Spanish request warns under the light column and not under enhanced."""
+    from pages.compare import column_stats
+
+    cols = compare.run(engine, ["light", "enhanced"], "escribe un poema sobre el mar para mi abuela",
+                       settings={"temperature": 0.0, "max_new_tokens": 4, "seed": 1})["columns"]
+    light, enhanced = cols
+    assert light["notice"].startswith("light was tuned on English requests; this one looks Spanish")
+    assert enhanced["notice"] == "" and not light["error"] and not enhanced["error"]
+    assert column_stats(light).endswith("\n\n⚠️ " + light["notice"]) and "⚠️" not in column_stats(enhanced)
