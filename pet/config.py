@@ -152,15 +152,6 @@ def valid_tier_name(name: str) -> bool:
     return name.replace("-", "").replace("_", "").isalnum()
 
 
-def _backend_problems(where: str, backend: Any, raw: dict) -> list[str]:
-    """What one backend needs, beyond the keys every tier shares."""
-    out = []
-    if backend == "openai" and not raw.get("host"):
-        out.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
-                   "e.g. http://127.0.0.1:8000/v1)")
-    return out
-
-
 def _languages(where: str, raw: dict, problems: list[str]) -> tuple[str, ...]:
     val = raw.get("languages", [])
     if not isinstance(val, list) or not all(isinstance(x, str) and len(x) == 2 and x.isalpha() and x.islower()
@@ -212,7 +203,9 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
-        problems += _backend_problems(where, backend, raw)
+        if backend == "openai" and not raw.get("host"):
+            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                            "e.g. http://127.0.0.1:8000/v1)")
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:

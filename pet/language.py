@@ -23,7 +23,7 @@ _COMMON = {
     "de": "der die das und ist ich ein eine für mit mein meine wie brauche möchte über schreib schreibe "
           "zu den dem nicht auf von sie wir sohn tochter hilf mir mich einem einen erkläre bitte".split(),
     "pt": "os que de e em um uma para por com meu minha é como preciso quero sobre escreva "
-          "da na ao filho filha ajuda não uma você".split(),
+          "da na ao filho filha ajuda não você".split(),
     "it": "il lo la gli le che di e in un una per con mio mia è come ho bisogno voglio su scrivi "
           "del della al nel non sono figlio figlia aiutami".split(),
     "nl": "de het een en is ik voor met mijn hoe nodig wil over schrijf van op niet je we zoon dochter "
