@@ -2,7 +2,7 @@
 system prompt and max tokens. Writes one JSON line per answer.
 
     python bench/answers.py --tiers light,enhanced,base --requests bench/fresh_requests.jsonl \
-        --out answers.jsonl [--label after] [--no-loop-guard] [--limit N]
+        --out answers.jsonl [--label after] [--no-loop-guard] [--skip N] [--limit N]
 
 `--requests heldout` takes the first user turns of the latest dataset's held-out split instead.
 Then `python bench/judge_pack.py` shuffles several answer files into a blind pack for a judge.
@@ -22,12 +22,13 @@ from pet import dataset  # noqa: E402
 from pet.engine import Engine  # noqa: E402
 
 
-def load_requests(src: str, limit: int | None) -> list[dict]:
+def load_requests(src: str, limit: int | None, skip: int = 0) -> list[dict]:
     if src == "heldout":
         _, held = dataset.split(dataset.read_jsonl(dataset.SHIPPED))
         rows = [{"request": dataset.first_user(e), "domain": e.get("domain", "")} for e in held]
     else:
         rows = [json.loads(line) for line in open(src, encoding="utf-8") if line.strip()]
+    rows = rows[skip:]
     return rows[:limit] if limit else rows
 
 
@@ -38,10 +39,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--label", default="", help="a tag stored with each answer (e.g. before, after)")
     ap.add_argument("--limit", type=int)
+    ap.add_argument("--skip", type=int, default=0, help="leave out the first N requests (a set not judged before)")
     ap.add_argument("--no-loop-guard", action="store_true", help="decode as the tiers did before the loop guard")
     a = ap.parse_args(argv)
     eng = Engine()
-    rows = load_requests(a.requests, a.limit)
+    rows = load_requests(a.requests, a.limit, a.skip)
     with open(a.out, "a", encoding="utf-8") as f:
         for tier in a.tiers.split(","):
             params = eng.params_for(tier, temperature=0.0, seed=0)
