@@ -18,6 +18,8 @@ def result_md(rec: dict) -> str:
              f"Where Ollama runs: `cd {rec['out']} && {rec['command']}`"]
     if rec.get("lora_gguf"):
         lines.append(f"`{rec['lora_gguf']}` in the folder is the LoRA alone, for llama.cpp servers.")
+    if rec.get("pet_side"):
+        lines.append(html.escape(rec["pet_side"]))
     return "\n\n".join(lines)
 
 

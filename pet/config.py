@@ -43,6 +43,8 @@ class GenParams:
     loop_guard: bool = True  # end an answer that starts repeating itself (finish_reason "loop")
     fewshot: int = 0  # put the K curated examples nearest the request in as earlier turns
     best_of: int = 1  # sample N answers, return the one that best keeps the request's task
+    drop_avoid: bool = False  # leave the answer's negative lines ("Avoid: ...", "Do not ...") out
+    echo_request: bool = False  # after the first line (the role), the request goes in word for word (local models)
     stop: tuple[str, ...] = ()  # extra stop strings, besides the template's end-of-turn markers
 
     def problems(self, where: str = "params") -> list[str]:
@@ -83,7 +85,8 @@ class GenParams:
 
 PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "n_ctx": int,
                "max_new_tokens": int, "repeat_penalty": float, "seed": int,
-               "loop_guard": bool, "fewshot": int, "best_of": int}
+               "loop_guard": bool, "fewshot": int, "best_of": int, "drop_avoid": bool,
+               "echo_request": bool}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,19 @@ def _languages(where: str, raw: dict, problems: list[str]) -> tuple[str, ...]:
     return tuple(val)
 
 
+def _backend_problems(where: str, backend: Any, raw: dict) -> list[str]:
+    """What a tier asks of its backend that the backend cannot give."""
+    out = []
+    if backend == "openai" and not raw.get("host"):
+        out.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
+                   "e.g. http://127.0.0.1:8000/v1)")
+    own = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    if backend in ("ollama", "openai") and own.get("echo_request") is True:
+        out.append(f"{where}.params.echo_request: needs a model PET runs itself (backend llamacpp or hf), "
+                   "which can go on from an answer already started; remove it for this tier")
+    return out
+
+
 def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[TierSpec]:
     problems: list[str] = []
     defaults = _parse_params(data.get("defaults"), "defaults", GenParams(), problems)
@@ -203,9 +219,7 @@ def parse_tiers(data: dict[str, Any], base_dir: Path, source: str = "") -> list[
         for key in ("adapter", "template", "description", "host", "api_key_env"):
             if key in raw and not isinstance(raw[key], str):
                 problems.append(f"{where}.{key}: must be a string, got {raw[key]!r}")
-        if backend == "openai" and not raw.get("host"):
-            problems.append(f"{where}.host: required for backend \"openai\" (the server's base URL, "
-                            "e.g. http://127.0.0.1:8000/v1)")
+        problems += _backend_problems(where, backend, raw)
         params = _parse_params(raw.get("params"), f"{where}.params", defaults, problems)
         adapter = raw.get("adapter")
         if isinstance(adapter, str) and adapter:

@@ -1,6 +1,7 @@
-"""Decoding that stays on the request: a loop guard, retrieval few-shot and best-of-N.
+"""Decoding that stays on the request: a loop guard, retrieval few-shot, best-of-N and leaving out
+"Avoid:" lines.
 
-Each is a tier setting in `[params]` (loop_guard, fewshot, best_of) and works for every
+Each is a tier setting in `[params]` (loop_guard, fewshot, best_of, drop_avoid) and works for every
 backend, because it wraps the stream or the messages rather than the model.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 from pet.backends.base import Chunk
 
@@ -184,3 +186,151 @@ def best_of(make_stream, n: int, request: str) -> Iterator[Chunk]:
     now = time.perf_counter() - t0
     yield Chunk(best.text, total, now, now)
     yield Chunk("", total, now, now, True, best.stats.finish_reason)
+
+
+# -- drop "Avoid:" lines -----------------------------------------------------------------------------
+_NEGATIVE = re.compile(r"(?:[-*\u2022]\s*|\d{1,3}[.)]\s*)?(?:avoid|do not|don['\u2019]?t|never)(?![\w'\u2019-])", re.I)
+_BLOCKS = "Blocks added"
+_DONT_ITEM = re.compile(r"(?:and\s+)?DON['\u2019]?T\b", re.I)
+_DECIDE_AT = 12  # characters of a line (indentation aside) that tell whether it is negative
+
+
+def negative_line(line: str) -> bool:
+    """A line that only forbids: "Avoid: ...", "- Do not ...", "4. Never ..." (English)."""
+    return bool(_NEGATIVE.match(line.lstrip()))
+
+
+def _top_level_items(s: str) -> list[str]:
+    """A "Blocks added:" list split at the commas outside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    return [*out, cur.strip()]
+
+
+def without_dont(blocks_line: str) -> str:
+    """The "Blocks added:" line without its DON'T item (for an answer whose negative lines were left out)."""
+    head, _, rest = blocks_line.partition(":")
+    items = _top_level_items(rest.strip().rstrip("."))
+    keep = [i for i in items if not _DONT_ITEM.match(i)]
+    if len(keep) == len(items) or not keep:
+        return blocks_line
+    keep[-1] = keep[-1].removeprefix("and ")
+    return f"{head}: {', '.join(keep)}."
+
+
+class AvoidFilter:
+    """Leaves an answer's negative lines ("Avoid: ...", "Do not ...") out, as it streams.
+
+    A line is held only until its first characters tell whether it is negative; a kept line then streams
+    on as it comes. The "Blocks added:" line is held to the end, so that it stops claiming a DON'T block
+    once the negative lines are gone. A blank line that would double up where a line was left out goes too.
+    """
+
+    def __init__(self):
+        self.line = ""  # the current line's text, held while undecided, dropped or a Blocks line
+        self.state = "undecided"  # or "keep" (streams as it comes), "drop", "blocks" (held to the end)
+        self.dropped = 0
+        self.blank_before = False  # the last line shown was blank
+
+    def feed(self, text: str) -> str:
+        """Text in, the part of it to show now out."""
+        out = []
+        for part in re.split(r"(\n)", text):
+            if part == "\n":
+                out.append(self._end_line())
+            elif part:
+                out.append(part if self.state == "keep" else self._hold(part))
+        return "".join(out)
+
+    def close(self) -> str:
+        """What is still held when the answer ends."""
+        return self._finish().removesuffix("\n") if self.line or self.state != "undecided" else ""
+
+    def _hold(self, part: str) -> str:
+        self.line += part
+        return self._decide(final=False)
+
+    def _decide(self, final: bool) -> str:
+        """Settle the current line's state once its start tells; return what to show of it now."""
+        if self.state != "undecided":
+            return ""
+        head = self.line.lstrip()
+        if head.startswith(_BLOCKS):
+            self.state = "blocks"
+        elif not final and (_BLOCKS.startswith(head) or len(head) < _DECIDE_AT):
+            return ""
+        elif negative_line(head):
+            self.state = "drop"
+        elif not head and self.blank_before and self.dropped:
+            self.state = "drop"  # a blank line doubling one already shown, where a line was left out
+        else:
+            self.state = "keep"
+            self.blank_before = not head
+            shown, self.line = self.line, ""
+            return shown
+        return ""
+
+    def _finish(self) -> str:
+        shown = self._decide(final=True)
+        state, line = self.state, self.line
+        self.state, self.line = "undecided", ""
+        if state == "drop":
+            self.dropped += bool(line.strip())
+            return ""
+        if state == "blocks":
+            self.blank_before = False
+            return (without_dont(line) if self.dropped else line) + "\n"
+        return shown + line + "\n"
+
+    def _end_line(self) -> str:
+        return self._finish()
+
+
+def drop_avoid(stream: Iterator[Chunk]) -> Iterator[Chunk]:
+    """Pass a stream through an AvoidFilter; the last chunk carries whatever was held to the end."""
+    f = AvoidFilter()
+    for ch in stream:
+        text = f.feed(ch.text)
+        if ch.done:
+            text += f.close()
+        yield replace(ch, text=text)
+
+
+# -- the request, word for word, as the task ---------------------------------------------------------
+ROLE_TOKENS = 60  # the most the first line (the role) may take before the request goes in
+
+
+def echo_request(make_stream, request: str, max_new_tokens: int) -> Iterator[Chunk]:
+    """The tier writes its first line (the role), then the request goes in word for word as the task, then
+    the tier goes on from there: a small model that rewrites the task line turns a tenant into a landlord or a
+    quiz into a lesson, and one that copies it cannot.
+
+    make_stream(prefix, stop, max_tokens) streams the answer after `prefix` (already written), stopping at
+    the strings in `stop`. The chunks count the tokens of both calls; the echoed request costs none. When
+    the first line is empty or runs past ROLE_TOKENS, the answer goes on from where it is, with no echo.
+    """
+    first, last = "", None
+    for ch in make_stream("", ("\n",), min(ROLE_TOKENS, max_new_tokens)):
+        if ch.done:
+            last = ch
+            break
+        first += ch.text
+        yield ch
+    if last is None:
+        return
+    role = first.strip()
+    echo = f"\n\n{request.strip()}\n" if last.finish_reason == "stop" and role else ""
+    if last.tokens >= max_new_tokens:
+        yield last
+        return
+    if echo:
+        yield replace(last, text=echo, done=False, finish_reason=None)
+    for ch in make_stream(role + echo if echo else first, (), max_new_tokens - last.tokens):
+        yield replace(ch, tokens=last.tokens + ch.tokens, elapsed_s=last.elapsed_s + ch.elapsed_s,
+                      ttft_s=last.ttft_s if first else last.elapsed_s + ch.ttft_s)

@@ -60,14 +60,26 @@ class Engine:
                 raise PetError(f"tier {tier!r} ({backend.name}) cannot constrain answers with a grammar")
             yield from backend.stream(msgs, params, grammar=grammar)
             return
-        notice = self.language_notice(tier, templates.last_user(messages))
+        request = templates.last_user(messages)
+        notice = self.language_notice(tier, request)
         if params.fewshot:
             msgs = self.with_fewshot(msgs, params)
         backend.set_threads(self.serve_threads())
+        # The request goes in word for word only as the first turn's task, and not when it reads as a
+        # negative line ("Don't ...") that drop_avoid would take out.
+        echo = (getattr(backend, "supports_prefix", False) and sum(m.get("role") == "user" for m in messages) == 1
+                and not decoding.negative_line(request))
 
         def one(p: GenParams) -> Iterator[Chunk]:
-            stream = with_notice(backend.stream(msgs, p), notice)
-            return decoding.guard_loops(stream) if p.loop_guard else stream
+            if p.echo_request and echo:
+                raw = decoding.echo_request(
+                    lambda prefix, stop, n: backend.stream(msgs, p.with_overrides(stop=p.stop + stop, max_new_tokens=n),
+                                                           prefix=prefix), request, p.max_new_tokens)
+            else:
+                raw = backend.stream(msgs, p)
+            stream = with_notice(raw, notice)
+            stream = decoding.guard_loops(stream) if p.loop_guard else stream
+            return decoding.drop_avoid(stream) if p.drop_avoid else stream
 
         try:
             if params.best_of > 1:

@@ -766,6 +766,7 @@ def export_ollama(engine, tier: str, out: str | Path, adapter: str | None = None
                   "dtype": dtype, "quantize": quantize, "template": template.name, "parity": parity,
                   "files": _model_digests(tmp), "lora_gguf": LORA_GGUF if info else None,
                   "command": f"ollama create {name} -f Modelfile" + (f" --quantize {quantize}" if quantize else "")}
+        record["pet_side"] = pet_side_note(spec.params)
         (tmp / "pet_export.json").write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
     record["out"] = str(out)
     if create:
@@ -773,6 +774,19 @@ def export_ollama(engine, tier: str, out: str | Path, adapter: str | None = None
         record["created"] = create_on_ollama(out, record, go, spec.system_prompt,
                                              ollama_parameters(spec.params, stops), host)
     return record
+
+
+def pet_side_note(params) -> str:
+    """What the tier's answers get from PET's own decoding that a Modelfile cannot carry ("" if nothing)."""
+    done = [what for on, what in ((params.loop_guard, "its loop guard"),
+                                  (params.drop_avoid, 'leaving out its "Avoid:" lines'),
+                                  (params.echo_request, "the request word for word after the role line"),
+                                  (params.fewshot, f"{params.fewshot} retrieved examples"),
+                                  (params.best_of > 1, f"best of {params.best_of}")) if on]
+    if not done:
+        return ""
+    return ("Ollama serves the model without PET's decoding: " + ", ".join(done) + ". Served by PET (its "
+            "Ollama-compatible API included), the tier keeps them.")
 
 
 def _export_target(engine, tier: str, out: str | Path, dtype: str):

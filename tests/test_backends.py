@@ -111,6 +111,23 @@ def test_context_overflow_is_trimmed_with_a_notice(light):
     assert "shortened your request" in ans.notice and "raise n_ctx" in ans.notice
 
 
+def _goes_on_from(backend) -> tuple[str, str]:
+    """(the rest of a greedy answer after its first words, what the backend writes given those words as a prefix)."""
+    p = GenParams(temperature=0, max_new_tokens=24, repeat_penalty=1.0, seed=0)
+    whole = collect(backend.stream(MSGS, p)).text
+    cut = whole.rfind(" ", 0, len(whole) // 2)
+    assert cut > 0, whole
+    rest = collect(backend.stream(MSGS, p.with_overrides(max_new_tokens=4), prefix=whole[:cut])).text
+    return whole[cut:], rest
+
+
+@pytest.mark.slow
+def test_llamacpp_goes_on_from_a_prefix_as_if_it_had_written_it(light):
+    """echo_request writes the start of an answer and lets the model go on: the model must see it as its own."""
+    whole_rest, rest = _goes_on_from(light)
+    assert rest and whole_rest.startswith(rest)
+
+
 # -- transformers on a tiny model built here -------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -143,6 +160,8 @@ def test_hf_backend_streams_and_greedy_is_deterministic(tiny_hf):
     assert sum(1 for c in chunks if c.text) >= 1
     assert collect(b.stream(MSGS, p)).text == "".join(c.text for c in chunks)
     assert b.template.name.startswith("model's own (chatml)")
+    whole_rest, rest = _goes_on_from(b)
+    assert rest and whole_rest.startswith(rest)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pet import dataset
 from pet.backends.base import Chunk, collect
 from pet.decoding import LOOP, LoopGuard, guard_loops
@@ -139,3 +141,153 @@ def test_loop_guard_catches_list_items_that_come_round_under_new_numbers():
     assert not _feed_all(distinct)
     form = "Models:\n" + "\n".join(f"{i}. [model and configuration, with its price]" for i in (1, 2, 3, 4)) + "\n"
     assert not _feed_all(form)  # numbered [slots] to fill in are a form, not a loop
+
+
+# -- drop "Avoid:" lines -------------------------------------------------------------------------------
+from pet.decoding import AvoidFilter, drop_avoid, negative_line, without_dont  # noqa: E402
+
+ANSWER = ("You are a poet who writes seasonal haiku.\n\n"
+          "Write one haiku about autumn rain: 5-7-5 syllables, one image.\n"
+          "Format: the haiku, then one line on the image.\n"
+          "Avoid: the words \"autumn\" and \"rain\".\n\n"
+          "Blocks added: WHO (poet), WHAT (one haiku), HOW (form), DON'T (the obvious words).")
+FILTERED = ("You are a poet who writes seasonal haiku.\n\n"
+            "Write one haiku about autumn rain: 5-7-5 syllables, one image.\n"
+            "Format: the haiku, then one line on the image.\n\n"
+            "Blocks added: WHO (poet), WHAT (one haiku), HOW (form).")
+
+
+def _filtered(text: str, step: int) -> str:
+    f = AvoidFilter()
+    return "".join(f.feed(text[i:i + step]) for i in range(0, len(text), step)) + f.close()
+
+
+def test_drop_avoid_leaves_out_the_negative_line_and_the_dont_block_however_it_streams():
+    """A small model's "Avoid:" line most often bans the request's own subject (issue 11's judges: "avoid the
+    word transformer" when explaining transformers); the setting leaves such lines out, and the Blocks line stops
+    naming a DON'T block that is no longer there."""
+    for step in (1, 2, 5, 13, len(ANSWER)):
+        assert _filtered(ANSWER, step) == FILTERED, step
+
+
+def test_drop_avoid_shows_a_kept_line_before_it_ends():
+    f = AvoidFilter()
+    assert f.feed("You are a poet") == "You are a poet"  # decided after a few characters: streams on
+    assert f.feed(" who writes haiku") == " who writes haiku"
+    assert f.feed("\nAvoid: cli") == "\n"  # held while it could be a negative line, then dropped
+    assert f.feed("ches.\nBlocks added: WHO, DON'T (clichés).") == ""  # the Blocks line waits for the end
+    assert f.close() == "Blocks added: WHO."
+
+
+def test_drop_avoid_keeps_lines_that_only_look_negative_and_clean_answers_whole():
+    assert [negative_line(x) for x in ("Avoid: jargon.", "- Do not guess.", "4. Never share it.", "Don\u2019t rush.",
+                                       "Avoidance tactics: list three.", "Never-ending list: no.", "Do note the date.",
+                                       "Tone: warm; avoid jargon.", "")] == [True] * 4 + [False] * 5
+    clean = "You are a chef.\n1. Never-ending pasta: a menu.\n\nBlocks added: WHO, DON'T (jargon)."
+    for step in (1, 4, 100):
+        assert _filtered(clean, step) == clean  # nothing left out, so the Blocks line stays as written
+    assert without_dont("Blocks added: WHO (chef), HOW, and DON'T (jargon, guesses).") == "Blocks added: WHO (chef), HOW."
+
+
+def test_drop_avoid_is_a_tier_setting_the_engine_applies(engine, monkeypatch):
+    from pet.config import ConfigError, GenParams, parse_tiers
+
+    class Fake:
+        name = "fake"
+
+        def stream(self, messages, params):
+            for k, piece in enumerate(ANSWER.split(" "), 1):
+                yield Chunk(piece + " " * (k < len(ANSWER.split(" "))), k, 0.01 * k, 0.01)
+            yield Chunk("", k, 0.01 * k, 0.01, True, "stop")
+
+        def set_threads(self, n):
+            pass
+
+    tier = engine.tiers.names()[0]
+    monkeypatch.setattr(engine.tiers, "backend", lambda name: Fake())
+    msgs = [{"role": "user", "content": "haiku about autumn rain"}]
+    on = collect(engine.stream(tier, msgs, engine.params_for(tier, drop_avoid=True, temperature=0.0)))
+    off = collect(engine.stream(tier, msgs, engine.params_for(tier, drop_avoid=False, temperature=0.0)))
+    assert on.text == FILTERED and off.text == ANSWER and on.stats.finish_reason == "stop"
+    assert GenParams().drop_avoid is False
+    spec = parse_tiers({"tiers": {"t": {"backend": "llamacpp", "model": "m.gguf", "params": {"drop_avoid": True}}}},
+                       engine.settings.home, "t.toml")
+    assert spec[0].params.drop_avoid is True
+    with pytest.raises(ConfigError, match="drop_avoid"):
+        parse_tiers({"tiers": {"t": {"backend": "llamacpp", "model": "m.gguf", "params": {"drop_avoid": "yes"}}}},
+                    engine.settings.home, "t.toml")
+
+
+# -- the request, word for word, as the task -------------------------------------------------------------
+from pet.decoding import ROLE_TOKENS, echo_request  # noqa: E402
+
+
+class _Continuer:
+    """A model that writes `lines`, one per call when stopped at a newline, recording what it was asked."""
+
+    def __init__(self, first: str, rest: str, first_reason: str = "stop"):
+        self.first, self.rest, self.first_reason, self.calls = first, rest, first_reason, []
+
+    def __call__(self, prefix, stop, max_tokens):
+        self.calls.append((prefix, stop, max_tokens))
+        text = self.first if not self.calls[1:] else self.rest
+        words = text.split(" ")
+        for k, w in enumerate(words, 1):
+            yield Chunk(w + (" " if k < len(words) else ""), k, 0.1 * k, 0.1)
+        yield Chunk("", len(words), 0.1 * len(words), 0.1, True, self.first_reason if not self.calls[1:] else "stop")
+
+
+def test_echo_request_puts_the_request_in_after_the_role_line_and_counts_both_calls():
+    model = _Continuer("You are a tenant-rights adviser.", "Details: [address].\n\nBlocks added: WHO, USE.")
+    request = "need an email to my landlord, the heater's been broken for a week "
+    ans = collect(echo_request(model, request, 400))
+    assert ans.text == ("You are a tenant-rights adviser.\n\nneed an email to my landlord, the heater's been broken "
+                        "for a week\nDetails: [address].\n\nBlocks added: WHO, USE.")
+    (p1, s1, n1), (p2, s2, n2) = model.calls
+    assert (p1, s1, n1) == ("", ("\n",), ROLE_TOKENS)  # the first call stops at the end of the role line
+    assert p2 == "You are a tenant-rights adviser.\n\nneed an email to my landlord, the heater's been broken for a week\n"
+    assert s2 == () and n2 == 400 - 5  # the second call has what the first left of the token budget
+    assert ans.stats.tokens == 5 + 5 and ans.stats.finish_reason == "stop" and ans.stats.ttft_s == 0.1
+
+
+def test_echo_request_goes_on_without_an_echo_when_the_first_line_is_no_role():
+    long_line = _Continuer("word " * 10, "and more.", first_reason="length")  # the first line ran past its budget
+    ans = collect(echo_request(long_line, "a poem", 400))
+    assert ans.text == "word " * 9 + "word " + "and more." and long_line.calls[1][0] == "word " * 9 + "word "
+    empty = _Continuer("", "You are a poet.")  # the answer opened with a blank line
+    ans = collect(echo_request(empty, "a poem", 400))
+    assert "a poem" not in ans.text and ans.text == "You are a poet."
+
+
+def test_echo_request_applies_on_a_first_turn_of_a_local_tier_only(engine, monkeypatch):
+    from pet.config import ConfigError, parse_tiers
+
+    seen = []
+
+    class Fake:
+        name, supports_prefix = "fake", True
+
+        def stream(self, messages, params, prefix=""):
+            seen.append(prefix)
+            text = "You are a chef." if not prefix else "Format: a list."
+            yield Chunk(text, 3, 0.1, 0.1)
+            yield Chunk("", 3, 0.1, 0.1, True, "stop")
+
+        def set_threads(self, n):
+            pass
+
+    tier = engine.tiers.names()[0]
+    monkeypatch.setattr(engine.tiers, "backend", lambda name: Fake())
+    p = engine.params_for(tier, echo_request=True, temperature=0.0)
+    first = collect(engine.stream(tier, [{"role": "user", "content": "recipe for dal"}], p))
+    assert first.text == "You are a chef.\n\nrecipe for dal\nFormat: a list." and seen == ["", "You are a chef.\n\nrecipe for dal\n"]
+    seen.clear()
+    follow = [{"role": "user", "content": "recipe for dal"}, {"role": "assistant", "content": first.text},
+              {"role": "user", "content": "shorter"}]
+    assert collect(engine.stream(tier, follow, p)).text == "You are a chef." and seen == [""]  # "shorter" is no task
+    seen.clear()
+    collect(engine.stream(tier, [{"role": "user", "content": "Don't let me forget the milk: a reminder"}], p))
+    assert seen == [""]  # drop_avoid would take such a line out, so it is not echoed
+    with pytest.raises(ConfigError, match=r"tiers.srv.params.echo_request: needs a model PET runs itself"):
+        parse_tiers({"tiers": {"srv": {"backend": "ollama", "model": "gemma3n:e4b", "params": {"echo_request": True}}}},
+                    engine.settings.home, "t.toml")

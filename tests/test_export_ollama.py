@@ -159,6 +159,7 @@ def test_export_writes_the_folder_ollama_imports(exported, tiny):
                  'PARAMETER stop "<end_of_turn>"'):
         assert line in mf
     assert rec["parity"]["ok"] and rec["quantize"] == "q4_K_M"
+    assert rec["pet_side"].startswith("Ollama serves the model without PET's decoding: its loop guard.")
     assert rec["command"] == "ollama create pet-tuned -f Modelfile --quantize q4_K_M"
     for f, digest in rec["files"].items():
         assert digest == "sha256:" + hashlib.sha256((out / f).read_bytes()).hexdigest()
@@ -323,3 +324,19 @@ def test_export_buttons_a_finished_run_and_a_tier(tiny):
         export_choice(eng, run_id=run.name)
     with pytest.raises(PetError, match="model name"):
         export_choice(eng, tier="tuned", name="bad name!")
+
+
+def test_export_says_which_of_pets_decoding_settings_ollama_will_not_apply():
+    """The shipped tiers leave "Avoid:" lines out and guard loops in PET; an Ollama import runs the bare model,
+    so the export says what the user's answers will lack there."""
+    from pages.export_panel import result_md
+    from pet.config import GenParams
+    from pet.export import pet_side_note
+
+    note = pet_side_note(GenParams(drop_avoid=True, best_of=3))
+    assert note == ("Ollama serves the model without PET's decoding: its loop guard, leaving out its \"Avoid:\" lines, "
+                    "best of 3. Served by PET (its Ollama-compatible API included), the tier keeps them.")
+    assert pet_side_note(GenParams(loop_guard=False)) == ""
+    rec = {"name": "pet-enhanced", "out": "/x", "parity": {"message": "parity ok"}, "command": "ollama create",
+           "pet_side": note}
+    assert "leaving out its &quot;Avoid:&quot; lines" in result_md(rec)

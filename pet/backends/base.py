@@ -180,6 +180,7 @@ class Backend(ABC):
 
     name: str = "backend"
     supports_grammar: bool = False  # stream(..., grammar=GBNF) constrains the answer (llama.cpp)
+    supports_prefix: bool = False  # stream(..., prefix=TEXT) continues an answer that starts with TEXT
     remote: bool = False  # served by another process (Ollama, an OpenAI-compatible server) that can go away
 
     @abstractmethod

@@ -28,6 +28,7 @@ def _counting_streamer(tokenizer):
 
 class HFBackend(Backend):
     name = "hf"
+    supports_prefix = True
 
     def __init__(self, location: str, adapter_path: str | None = None, template_override: str | None = None,
                  dtype: str = "float32"):
@@ -76,7 +77,8 @@ class HFBackend(Backend):
             if torch.get_num_threads() != max(1, int(n)):
                 torch.set_num_threads(max(1, int(n)))
 
-    def stream(self, messages: list[dict], params: GenParams) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict], params: GenParams, prefix: str = "") -> Iterator[Chunk]:
+        """`prefix`: the start of the answer, already written; the chunks are what comes after it."""
         self.load()
         import torch
 
@@ -85,7 +87,7 @@ class HFBackend(Backend):
 
         limit = params.n_ctx - min(params.max_new_tokens, params.n_ctx // 4)
         messages, notice = fit_context(messages, count, limit)
-        ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True))])
+        ids = torch.tensor([self.tokenize(self.template.render(messages, add_generation_prompt=True) + prefix)])
         cancel = threading.Event()
         streamer = _counting_streamer(self.tokenizer)
         gen_kw = self._generate_kwargs(ids, params, streamer, cancel)

@@ -125,6 +125,7 @@ class SharedModel:
 class LlamaCppBackend(Backend):
     name = "llamacpp"
     supports_grammar = True
+    supports_prefix = True
 
     def __init__(self, model_path: Path, n_ctx: int = 2048, lora_path: Path | None = None,
                  template_override: str | None = None, n_threads: int | None = None,
@@ -179,19 +180,21 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def prompt_tokens(self, messages: list[dict]) -> list[int]:
-        return self.tokenize(self.template.render(messages, add_generation_prompt=True))
+    def prompt_tokens(self, messages: list[dict], prefix: str = "") -> list[int]:
+        return self.tokenize(self.template.render(messages, add_generation_prompt=True) + prefix)
 
-    def stream(self, messages: list[dict], params: GenParams, grammar: str | None = None) -> Iterator[Chunk]:
+    def stream(self, messages: list[dict], params: GenParams, grammar: str | None = None,
+               prefix: str = "") -> Iterator[Chunk]:
         """`grammar`: a GBNF grammar (llama.cpp's format) the answer must follow; the sampler masks every
-        token that would leave it, so the answer always parses (if it is not cut at max tokens)."""
+        token that would leave it, so the answer always parses (if it is not cut at max tokens).
+        `prefix`: the start of the answer, already written; the chunks are what comes after it."""
         self.load()
         # A conversation longer than the context is trimmed (oldest turns first) with a notice, keeping
         # room for an answer of max_new_tokens, up to a quarter of the context.
         n_ctx = min(self.n_ctx, params.n_ctx)  # a request may ask for a smaller window, not a bigger one
         limit = n_ctx - min(params.max_new_tokens, n_ctx // 4)
         messages, notice = fit_context(messages, lambda ms: len(self.prompt_tokens(ms)), limit)
-        prompt = self.prompt_tokens(messages)
+        prompt = self.prompt_tokens(messages, prefix)
         room = n_ctx - len(prompt)  # at least min(max_new_tokens, n_ctx // 4) after fit_context
         yield from with_notice(self._generate(prompt, room, params, grammar), notice)
 

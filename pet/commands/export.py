@@ -61,6 +61,8 @@ def cmd_ollama(args) -> int:
     print(f"exported {args.tier} to {rec['out']}")
     if rec.get("lora_gguf"):
         print(f"  {rec['lora_gguf']}: the LoRA alone, for llama.cpp servers (--lora) on the base GGUF")
+    if rec.get("pet_side"):
+        print(f"note: {rec['pet_side']}")
     if rec.get("created"):
         print(f"created {rec['name']} on the Ollama server")
     else:
