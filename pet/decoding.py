@@ -293,13 +293,27 @@ class AvoidFilter:
 
 
 def drop_avoid(stream: Iterator[Chunk]) -> Iterator[Chunk]:
-    """Pass a stream through an AvoidFilter; the last chunk carries whatever was held to the end."""
-    f = AvoidFilter()
-    for ch in stream:
-        text = f.feed(ch.text)
-        if ch.done:
-            text += f.close()
-        yield replace(ch, text=text)
+    """Pass a stream through an AvoidFilter; the last chunk carries whatever was held to the end.
+
+    When the backend fails mid-answer, what was held back (and is not a negative line) is shown before the
+    error goes on, as it would have been without the filter; stopping the answer stops the backend."""
+    f, last = AvoidFilter(), None
+    try:
+        for ch in stream:
+            last = ch
+            text = f.feed(ch.text)
+            if ch.done:
+                text += f.close()
+            yield replace(ch, text=text)
+    except Exception:
+        held = f.close()
+        if held and last is not None:
+            yield replace(last, text=held, done=False, finish_reason=None)
+        raise
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()
 
 
 # -- the request, word for word, as the task ---------------------------------------------------------

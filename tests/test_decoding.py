@@ -189,6 +189,25 @@ def test_drop_avoid_keeps_lines_that_only_look_negative_and_clean_answers_whole(
     assert without_dont("Blocks added: WHO (chef), HOW, and DON'T (jargon, guesses).") == "Blocks added: WHO (chef), HOW."
 
 
+def test_drop_avoid_shows_what_it_held_when_the_backend_fails_and_stops_the_backend_when_stopped():
+    from pet.backends.base import BackendError
+
+    def failing():
+        yield Chunk("Hel", 1, 0.1, 0.1)  # held: too short to tell whether it is a negative line
+        raise BackendError("the model crashed")
+
+    got = []
+    with pytest.raises(BackendError, match="crashed"):
+        for ch in drop_avoid(failing()):
+            got.append(ch.text)
+    assert "".join(got) == "Hel"
+    stream, closed = _chunks(["You are a chef.\n", "Avoid: salt.\n", "Write a menu."])
+    out = drop_avoid(stream)
+    assert next(out).text == "You are a chef.\n"
+    out.close()  # what Stop does
+    assert closed == [True]
+
+
 def test_drop_avoid_is_a_tier_setting_the_engine_applies(engine, monkeypatch):
     from pet.config import ConfigError, GenParams, parse_tiers
 
