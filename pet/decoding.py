@@ -189,14 +189,16 @@ def best_of(make_stream, n: int, request: str) -> Iterator[Chunk]:
 
 
 # -- drop "Avoid:" lines -----------------------------------------------------------------------------
-_NEGATIVE = re.compile(r"(?:[-*\u2022]\s*|\d{1,3}[.)]\s*)?(?:avoid|do not|don['\u2019]?t|never)(?![\w'\u2019-])", re.I)
+# "Avoid", "Do not", "Never", and "avoid" in the other six languages of PET's examples (es/pt/it, fr, de, nl).
+_NEGATIVE = re.compile(r"(?:[-*\u2022]\s*|\d{1,3}[.)]\s*)?(?:avoid|do not|don['\u2019]?t|never|evit(?:a|e|ar|are)|"
+                       r"[ée]vit(?:e|ez|er)|vermeide[nt]?|vermijd(?:en)?)(?![\w'\u2019-])", re.I)
 _BLOCKS = "Blocks added"
 _DONT_ITEM = re.compile(r"(?:and\s+)?DON['\u2019]?T\b", re.I)
 _DECIDE_AT = 12  # characters of a line (indentation aside) that tell whether it is negative
 
 
 def negative_line(line: str) -> bool:
-    """A line that only forbids: "Avoid: ...", "- Do not ...", "4. Never ..." (English)."""
+    """A line that only forbids: "Avoid: ...", "- Do not ...", "4. Never ...", "Evita: ...", "Vermeide: ..."."""
     return bool(_NEGATIVE.match(line.lstrip()))
 
 

@@ -183,6 +183,10 @@ def test_drop_avoid_keeps_lines_that_only_look_negative_and_clean_answers_whole(
     assert [negative_line(x) for x in ("Avoid: jargon.", "- Do not guess.", "4. Never share it.", "Don\u2019t rush.",
                                        "Avoidance tactics: list three.", "Never-ending list: no.", "Do note the date.",
                                        "Tone: warm; avoid jargon.", "")] == [True] * 4 + [False] * 5
+    # the same verb in the other languages of the curated examples, as they write it
+    assert all(negative_line(x) for x in ("Evita: tecnicismos.", "Evite: jargão.", "Évite les clichés.",
+                                          "Vermeide: Fachbegriffe.", "Vermijd: vakjargon.", "Evitare i cliché."))
+    assert not any(negative_line(x) for x in ("Evitação de riscos: liste três.", "Eres un poeta.", "Evento: [data]."))
     clean = "You are a chef.\n1. Never-ending pasta: a menu.\n\nBlocks added: WHO, DON'T (jargon)."
     for step in (1, 4, 100):
         assert _filtered(clean, step) == clean  # nothing left out, so the Blocks line stays as written
