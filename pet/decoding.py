@@ -1,8 +1,9 @@
-"""Decoding that stays on the request: a loop guard, retrieval few-shot, best-of-N and leaving out
-"Avoid:" lines.
+"""Decoding that stays on the request: a loop guard, retrieval few-shot, best-of-N, leaving out
+"Avoid:" lines and echoing the request.
 
-Each is a tier setting in `[params]` (loop_guard, fewshot, best_of, drop_avoid) and works for every
-backend, because it wraps the stream or the messages rather than the model.
+Each is a tier setting in `[params]` (loop_guard, fewshot, best_of, drop_avoid, echo_request). All but
+echo_request work for every backend, because they wrap the stream or the messages rather than the model;
+echo_request needs a backend that can go on from an answer already started (supports_prefix).
 """
 
 from __future__ import annotations
@@ -189,17 +190,18 @@ def best_of(make_stream, n: int, request: str) -> Iterator[Chunk]:
 
 
 # -- drop "Avoid:" lines -----------------------------------------------------------------------------
-# "Avoid", "Do not", "Never", and "avoid" in the other six languages of PET's examples (es/pt/it, fr, de, nl).
-_NEGATIVE = re.compile(r"(?:[-*\u2022]\s*|\d{1,3}[.)]\s*)?(?:avoid|do not|don['\u2019]?t|never|evit(?:a|e|ar|are)|"
-                       r"[ée]vit(?:e|ez|er)|vermeide[nt]?|vermijd(?:en)?)(?![\w'\u2019-])", re.I)
-_BLOCKS = "Blocks added"
+# "Avoid", "Do not", "Never", and "avoid" in the other six languages of PET's examples (es/pt/it, fr, de, nl),
+# at the start of a line (after its list marker, if any).
+_NEGATIVE = re.compile(r"(?:avoid|do not|don['\u2019]?t|never|evit(?:a|e|ar|are)|[ée]vit(?:e|ez|er)|vermeide[nt]?|"
+                       r"vermijd(?:en)?)(?![\w'\u2019-])", re.I)
+_BLOCKS = "blocks added"  # compared case-blind, after any leading "**" or "#", as pet.score finds the line
 _DONT_ITEM = re.compile(r"(?:and\s+)?DON['\u2019]?T\b", re.I)
 _DECIDE_AT = 12  # characters of a line (indentation aside) that tell whether it is negative
 
 
 def negative_line(line: str) -> bool:
     """A line that only forbids: "Avoid: ...", "- Do not ...", "4. Never ...", "Evita: ...", "Vermeide: ..."."""
-    return bool(_NEGATIVE.match(line.lstrip()))
+    return bool(_NEGATIVE.match(_MARKER.sub("", line.lstrip())))
 
 
 def _top_level_items(s: str) -> list[str]:
@@ -245,7 +247,7 @@ class AvoidFilter:
         out = []
         for part in re.split(r"(\n)", text):
             if part == "\n":
-                out.append(self._end_line())
+                out.append(self._finish())
             elif part:
                 out.append(part if self.state == "keep" else self._hold(part))
         return "".join(out)
@@ -263,9 +265,10 @@ class AvoidFilter:
         if self.state != "undecided":
             return ""
         head = self.line.lstrip()
-        if head.startswith(_BLOCKS):
+        word = re.sub(r"^\W+", "", head).lower()
+        if word.startswith(_BLOCKS):
             self.state = "blocks"
-        elif not final and (_BLOCKS.startswith(head) or len(head) < _DECIDE_AT):
+        elif not final and (_BLOCKS.startswith(word) or len(head) < _DECIDE_AT):
             return ""
         elif negative_line(head):
             self.state = "drop"
@@ -289,9 +292,6 @@ class AvoidFilter:
             self.blank_before = False
             return (without_dont(line) if self.dropped else line) + "\n"
         return shown + line + "\n"
-
-    def _end_line(self) -> str:
-        return self._finish()
 
 
 def drop_avoid(stream: Iterator[Chunk]) -> Iterator[Chunk]:
@@ -324,8 +324,8 @@ ROLE_TOKENS = 60  # the most the first line (the role) may take before the reque
 
 def echo_request(make_stream, request: str, max_new_tokens: int) -> Iterator[Chunk]:
     """The tier writes its first line (the role), then the request goes in word for word as the task, then
-    the tier goes on from there: a small model that rewrites the task line turns a tenant into a landlord or a
-    quiz into a lesson, and one that copies it cannot.
+    the tier goes on from there: a small model that rewrites the task line can turn a tenant into a landlord
+    or a quiz into a lesson; a copied task line cannot drift (the lines after it still can: README).
 
     make_stream(prefix, stop, max_tokens) streams the answer after `prefix` (already written), stopping at
     the strings in `stop`. The chunks count the tokens of both calls; the echoed request costs none. When
