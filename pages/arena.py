@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import random
 import time
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import gradio as gr
@@ -25,6 +26,23 @@ VOTE_TEXT = {"a": "A is better", "b": "B is better", "tie": "a tie", "bothbad": 
              arena.UNPARSED: "no verdict (the reply could not be read; left out of the ratings)"}
 SETS = ("Held-out examples", "My list (one per line)", "Type my own")  # arena.PROMPT_SOURCES, in this order
 _rng = random.Random()  # one per process: draws must not repeat across sessions
+# Per browser session, the battle its last "New battle" started (None while it is being drawn): a vote still
+# holding the battle before must not land on it once the user has asked for a new one.
+_latest: OrderedDict[str, str | None] = OrderedDict()
+_LATEST_KEEP = 10_000
+
+
+def _started(session: str | None, battle_id: str | None) -> None:
+    if session:
+        _latest[session] = battle_id
+        _latest.move_to_end(session)
+        while len(_latest) > _LATEST_KEEP:
+            _latest.popitem(last=False)
+
+
+def superseded(session: str | None, battle_id: str) -> bool:
+    """Has this session asked for a newer battle than `battle_id`?"""
+    return bool(session) and session in _latest and _latest[session] != battle_id
 
 
 def _buttons(enabled: bool) -> list:
@@ -193,6 +211,8 @@ def _export(engine) -> dict:
 def new_battle(engine, kind, text, typed, temp, mx, sd, request: gr.Request):
     """Draw the pair the leaderboard recommends, then stream both answers, A then B, into their columns."""
     idle = ["", "", "", *_buttons(False), gr.Button(interactive=False)]
+    session = getattr(request, "session_hash", None)
+    _started(session, None)
     avail = [r["name"] for r in engine.tier_status() if r["available"]]
     try:
         p = arena.pick_prompt(arena.PROMPT_SOURCES[SETS.index(kind)], text, typed, engine.store, _rng)
@@ -201,7 +221,8 @@ def new_battle(engine, kind, text, typed, temp, mx, sd, request: gr.Request):
         gr.Warning(str(e))
         yield [{}, gr.Textbox(), f"⚠️ {html.escape(str(e))}", *idle]
         return
-    b = arena.new_battle(left, right, p, temp, mx, sd, getattr(request, "session_hash", None), _rng)
+    b = arena.new_battle(left, right, p, temp, mx, sd, session, _rng)
+    _started(session, b["id"])
     yield [b, p, "Both models are answering…", "…", "…", *_buttons(False), gr.Button(interactive=False)]
     cols: list[dict] = []
     try:
@@ -260,6 +281,9 @@ def _wire_votes(ui, engine) -> None:
         def cast(b, request: gr.Request):
             if not b or not b.get("done"):
                 raise gr.Error("Start a battle and wait for both answers before voting.")
+            if superseded(getattr(request, "session_hash", None), b["id"]):
+                raise gr.Error("A new battle has started, so this vote was not counted: vote on the new battle "
+                               "once both answers are in.")
             session = getattr(request, "session_hash", None) or b.get("session")
             try:
                 arena.record_vote(engine.store, b, winner, session=session)

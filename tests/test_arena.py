@@ -613,3 +613,17 @@ def test_new_and_finished_battle_records():
         ("L", "R", {}, {"tier": "enhanced"}, True)
     failed = arena.finish_battle(dict(b), [cols[0], dict(cols[1], error="no model")])
     assert failed["done"] is False and failed["created"] > 0
+
+
+def test_a_vote_on_a_battle_the_session_has_moved_past_is_refused():
+    """pages.arena keeps, per browser session, the battle its last "New battle" started: a vote that still
+    holds the battle before is superseded (the Arena refuses it), other sessions are not affected."""
+    from pages import arena as page
+
+    page._started("s1", "old")
+    assert not page.superseded("s1", "old")
+    page._started("s1", None)  # New battle clicked: the next battle is being drawn
+    assert page.superseded("s1", "old")
+    page._started("s1", "new")
+    assert page.superseded("s1", "old") and not page.superseded("s1", "new")
+    assert not page.superseded("s2", "anything") and not page.superseded(None, "old")

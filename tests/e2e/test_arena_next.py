@@ -30,6 +30,9 @@ def three_tiers(app_on):
 
 def _battle_and_vote(page) -> set[str]:
     page.locator("#arena-new").click()
+    # The last battle's vote buttons stay on until the new battle's first update: wait for them to go off and come
+    # back on, or the vote lands on the last battle (a race CI once lost; the Arena now refuses such a vote).
+    page.wait_for_function("() => document.querySelector('#arena-vote-a').disabled", polling=20, timeout=60_000)
     page.wait_for_function("() => !document.querySelector('#arena-vote-a').disabled", timeout=120_000)
     page.locator("#arena-vote-a").click()
     reveal = page.locator("#arena-reveal")
@@ -62,3 +65,5 @@ def test_too_few_votes_and_the_recommended_pair_is_drawn(three_tiers, page):
             page.wait_for_function("() => document.querySelector('#arena-table').innerText"
                                    ".split('too few votes (1 of 5 battles)').length === 3", timeout=30_000)
             assert not re.search(r"\d+ – \d+", page.locator("#arena-table").inner_text())  # no "1230 – 1230"
+
+
