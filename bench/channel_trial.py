@@ -51,6 +51,8 @@ def gen(a) -> None:
             msgs = [{"role": "user", "content": r["request"]}]
             for k in range(4):
                 p = eng.params_for(a.tier, temperature=0.0 if k == 0 else 0.5, seed=k)
+                if a.max_new_tokens:
+                    p = p.with_overrides(max_new_tokens=a.max_new_tokens)
                 t0 = time.perf_counter()
                 ans = collect(eng.stream(a.tier, msgs, p))
                 t1 = time.perf_counter()
@@ -98,6 +100,7 @@ def main(argv=None) -> int:
     g.add_argument("--out", required=True)
     g.add_argument("--skip", type=int, default=0)
     g.add_argument("--limit", type=int)
+    g.add_argument("--max-new-tokens", type=int, help="instead of the tier's own (for a quick check)")
     p = sub.add_parser("pick")
     p.add_argument("cands")
     p.add_argument("--rule", choices=sorted(RULES), default="base")

@@ -187,3 +187,31 @@ def test_cad_trial_contrasts_the_request(pet_home, tmp_path):
         assert all(x["answer"] and x["tokens"] > 0 and x["finish_reason"] in ("stop", "length") for x in rows)
         out[alpha] = [x["answer"] for x in rows]
     assert out["0"] != out["0.5"]
+
+
+def test_channel_trial_ranks_candidates_by_the_request_they_give_back(pet_home, tmp_path):
+    """bench/channel_trial.py (the README's reranking trial): four candidates a request (greedy, then three
+    samples), each scored by log P(request | candidate) under base; `pick` keeps the greedy answer and, where
+    the rule prefers another candidate, the best-scoring one that ended by itself."""
+    env = dict(os.environ, PET_HOME=str(pet_home))
+    cands = tmp_path / "cands.jsonl"
+    r = subprocess.run([sys.executable, "bench/channel_trial.py", "gen", "--tier", "light", "--limit", "1",
+                        "--max-new-tokens", "48", "--requests", "bench/dev_requests.jsonl", "--out", str(cands)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in cands.read_text().splitlines()]
+    assert [x["k"] for x in rows] == [0, 1, 2, 3] and {x["i"] for x in rows} == {0}
+    assert all(x["answer"] and x["ch_base"] < 0 and x["ch_self"] < 0 and x["direct"] < 0 for x in rows)
+    assert len({x["answer"] for x in rows}) > 1  # the samples differ from greedy
+    g, p = tmp_path / "g.jsonl", tmp_path / "p.jsonl"
+    r = subprocess.run([sys.executable, "bench/channel_trial.py", "pick", str(cands), "--label", "dev",
+                        "--out-greedy", str(g), "--out-picked", str(p)], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    greedy = [json.loads(line) for line in g.read_text().splitlines()]
+    assert [(x["tier"], x["answer"]) for x in greedy] == [("light", rows[0]["answer"])]
+    ended = [x for x in rows if x["finish_reason"] == "stop"] or rows
+    best = max(ended, key=lambda x: x["ch_base"])
+    picked = [json.loads(line) for line in p.read_text().splitlines()]
+    assert picked == ([] if best["k"] == 0 else [{"label": "dev", "i": 0, "request": rows[0]["request"],
+                                                  "tier": "light_ch", "answer": best["answer"], "k": best["k"],
+                                                  "finish_reason": best["finish_reason"]}])
