@@ -281,10 +281,11 @@ def _wire_votes(ui, engine) -> None:
         def cast(b, request: gr.Request):
             if not b or not b.get("done"):
                 raise gr.Error("Start a battle and wait for both answers before voting.")
-            if superseded(getattr(request, "session_hash", None), b["id"]):
+            here = getattr(request, "session_hash", None)
+            if superseded(here, b["id"]):
                 raise gr.Error("A new battle has started, so this vote was not counted: vote on the new battle "
                                "once both answers are in.")
-            session = getattr(request, "session_hash", None) or b.get("session")
+            session = here or b.get("session")
             try:
                 arena.record_vote(engine.store, b, winner, session=session)
             except PetError as e:

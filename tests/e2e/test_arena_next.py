@@ -65,5 +65,3 @@ def test_too_few_votes_and_the_recommended_pair_is_drawn(three_tiers, page):
             page.wait_for_function("() => document.querySelector('#arena-table').innerText"
                                    ".split('too few votes (1 of 5 battles)').length === 3", timeout=30_000)
             assert not re.search(r"\d+ – \d+", page.locator("#arena-table").inner_text())  # no "1230 – 1230"
-
-
