@@ -7,8 +7,10 @@ batches in data/batches/*.jsonl.
 - exact and near-duplicate requests are dropped (word-set Jaccard >= 0.7 on the first user turn),
   and so is any request too close (>= 0.6) to a request in bench/fresh_requests.jsonl (the final
   judge's) or bench/dev_requests.jsonl (for tuning decoding), which must never be trained on;
-- the held-out split is fixed per example (`split`), about 11% of each domain, chosen by the stable
-  hash of the request, so it is stratified by domain and does not move when batches grow.
+- the held-out split is fixed per example: a source row's own `split` is kept (the first 1,098 examples
+  carry the split chosen when they were written: about 11% of each domain, by the stable hash of the
+  request); a row without one gets PET's default rule (`pet.dataset.is_heldout`: 1 request in 10, by the
+  same hash). So adding or removing a batch never moves an example between train and held-out.
 `--check` rebuilds in memory and fails if data/pet_examples.jsonl differs.
 """
 
@@ -16,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,6 @@ from pet import dataset  # noqa: E402
 SOURCES = ROOT / "data" / "batches"
 OUT = ROOT / "data" / "pet_examples.jsonl"
 HELD_APART = (ROOT / "bench" / "fresh_requests.jsonl", ROOT / "bench" / "dev_requests.jsonl")
-HELDOUT_SHARE = 0.11
 NEAR_FRESH = 0.6  # benchmark requests are kept far away from training
 NEAR_DUP = 0.7
 
@@ -79,14 +78,9 @@ def build() -> tuple[list[dict], list[str]]:
             continue
         kept.append(r)
         seen.append(w)
-    by_domain: dict[str, list[dict]] = defaultdict(list)
     for r in kept:
-        by_domain[r.get("domain", "")].append(r)
-    for group in by_domain.values():
-        group.sort(key=dataset.example_key)
-        n_held = math.ceil(len(group) * HELDOUT_SHARE)
-        for i, r in enumerate(group):
-            r["split"] = "heldout" if i < n_held else "train"
+        if r.get("split") not in dataset.SPLITS:
+            r["split"] = "heldout" if dataset.is_heldout(r) else "train"
     out = [dataset.normalise({k: v for k, v in r.items() if k != "_src"}) for r in kept]
     return out, notes
 

@@ -38,3 +38,25 @@ def test_no_training_request_is_near_a_request_kept_apart():
     for r in dataset.read_jsonl(dataset.SHIPPED):
         w = build_dataset.words(dataset.first_user(r))
         assert max(build_dataset.jaccard(w, k) for k in kept_apart) < build_dataset.NEAR_FRESH
+
+
+def test_a_new_batch_moves_no_example_between_train_and_heldout(tmp_path, monkeypatch):
+    before = {dataset.example_key(r): r["split"] for r in build_dataset.build()[0]}
+    for f in build_dataset.SOURCES.glob("*.jsonl"):
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    words = "otter quartz maple ferry violin cactus harbor lantern meadow walrus saffron glacier pepper " \
+            "tundra pickle marble comet willow barley falcon".split()
+    new = [{"messages": [{"role": "user", "content": f"{a} {b} {c} schedule"},  # 20 requests far apart
+                         {"role": "assistant", "content": "You are an organiser.\n\nBlocks added: WHO."}],
+            "domain": domain, "provenance": "test", "language": "en"}
+           for (a, b, c), domain in zip(zip(words, words[7:] + words[:7], words[13:] + words[:13]),
+                                         ["planning", "health", "legal", "creative"] * 5)]
+    (tmp_path / "zz_new.jsonl").write_text("".join(json.dumps(r) + "\n" for r in new), encoding="utf-8")
+    monkeypatch.setattr(build_dataset, "SOURCES", tmp_path)
+    rows, _ = build_dataset.build()
+    after = {dataset.example_key(r): r["split"] for r in rows}
+    assert len(after) == len(before) + len(new)
+    assert all(after[k] == split for k, split in before.items())
+    added = [r for r in rows if dataset.example_key(r) not in before]
+    assert added and all(r["split"] == ("heldout" if dataset.is_heldout({**r, "split": None}) else "train")
+                         for r in added)
