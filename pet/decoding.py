@@ -19,6 +19,7 @@ LOOP = "loop"  # finish_reason of an answer the loop guard ended
 _WORD = re.compile(r"[^\W\d_]+")
 _MARKER = re.compile(r"^(?:[-*\u2022]|\d{1,3}[.)]|[a-z][.)])\s+")  # "- ", "3. ", "b) ": a list item's marker
 _SLOT = re.compile(r"\[[^\]]*\]")  # a [slot] for the user to fill: "1. [model]\n2. [model]" is a form, not a loop
+_DIGITS = re.compile(r"\d+")
 
 
 class LoopGuard:
@@ -30,10 +31,15 @@ class LoopGuard:
     list marker aside. Small models loop in both ways: "- Avoid jargon.\n- Avoid jargon.\n..." and a
     whole paragraph coming round again with a different line in between, or a numbered list whose
     items come round again under new numbers ("1. Check X", "2. ...", "3. Check X", ...).
+    A third sign: the text ends in the same short span `count_repeats` times in a row once its numbers
+    are set aside, a list that counts on and on ("409 Forbidden / 410 Forbidden / 411 Forbidden ...");
+    a span with a [slot] is a form to fill ("Week 1: [goal]", "Week 2: [goal]"), not a loop.
     """
 
-    def __init__(self, min_span: int = 12, max_span: int = 300, repeats: int = 3, min_line: int = 24):
+    def __init__(self, min_span: int = 12, max_span: int = 300, repeats: int = 3, min_line: int = 24,
+                 count_repeats: int = 8, count_span: int = 120):
         self.min_span, self.max_span, self.repeats, self.min_line = min_span, max_span, repeats, min_line
+        self.count_repeats, self.count_span = count_repeats, count_span
         self.text = ""
         self._lines: Counter[str] = Counter()
         self._done_upto = 0  # lines before this offset are counted
@@ -41,7 +47,7 @@ class LoopGuard:
     def feed(self, piece: str) -> bool:
         """Add text; True once the answer is looping."""
         self.text += piece
-        return self._line_repeats() or self._tail_repeats()
+        return self._line_repeats() or self._tail_repeats() or self._counts_on()
 
     def _line_repeats(self) -> bool:
         end = self.text.rfind("\n")
@@ -63,6 +69,15 @@ class LoopGuard:
             if t[-span * self.repeats:] != unit * self.repeats or len(_WORD.findall(unit)) < 2:
                 continue  # separators such as "=====" or "| --- |" repeat by design
             return True
+        return False
+
+    def _counts_on(self) -> bool:
+        n = self.count_repeats
+        t = _DIGITS.sub("#", self.text[-(self.count_span + 8) * n:])
+        for span in range(6, min(self.count_span, len(t) // n) + 1):
+            unit = t[-span:]
+            if "#" in unit and "[" not in unit and _WORD.search(unit) and t[-span * n:] == unit * n:
+                return True
         return False
 
 
