@@ -143,7 +143,6 @@ def test_loop_guard_catches_list_items_that_come_round_under_new_numbers():
     assert not _feed_all(form)  # numbered [slots] to fill in are a form, not a loop
 
 
-
 def test_loop_guard_catches_a_list_that_counts_on_and_on():
     # the enhanced tier on "improve this prompt: explain this error", cut at 400 tokens before this sign
     counting = "Error: [error, e.g. " + " / ".join(f"{n} Forbidden" for n in range(409, 470)) + "]"
@@ -151,6 +150,7 @@ def test_loop_guard_catches_a_list_that_counts_on_and_on():
     assert not _feed_all("Error: [error, e.g. " + " / ".join(f"{n} Forbidden" for n in range(500, 506)) + "]")
     weeks = "Plan:\n" + "".join(f"Week {n}: [goal], [reading]\n" for n in range(1, 13))
     assert not _feed_all(weeks)  # a form to fill, week by week, is not a loop
+
 
 # -- drop "Avoid:" lines -------------------------------------------------------------------------------
 from pet.decoding import AvoidFilter, drop_avoid, negative_line, without_dont  # noqa: E402
