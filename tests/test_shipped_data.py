@@ -60,3 +60,27 @@ def test_a_new_batch_moves_no_example_between_train_and_heldout(tmp_path, monkey
     added = [r for r in rows if dataset.example_key(r) not in before]
     assert added and all(r["split"] == ("heldout" if dataset.is_heldout({**r, "split": None}) else "train")
                          for r in added)
+
+
+def test_onpolicy_training_files_keep_the_heldout_split_and_the_kept_apart_requests_out():
+    """data/onpolicy/*_train.jsonl (corrections of a tier's own answers): their train rows are far from the
+    judged requests and from every held-out request, and their held-out rows are the curated held-out split."""
+    from pathlib import Path
+
+    kept_apart = [build_dataset.words(json.loads(line)["request"]) for f in build_dataset.HELD_APART
+                  for line in open(f, encoding="utf-8") if line.strip()]
+    curated_held = {dataset.example_key(r) for r in dataset.read_jsonl(dataset.SHIPPED) if dataset.is_heldout(r)}
+    files = sorted((Path(dataset.SHIPPED).parent / "onpolicy").glob("*_train.jsonl"))
+    assert files
+    for f in files:
+        rows = dataset.read_jsonl(f)
+        assert not dataset.validate_examples(rows), f
+        held = [r for r in rows if dataset.is_heldout(r)]
+        assert {dataset.example_key(r) for r in held} == curated_held, f
+        held_words = [build_dataset.words(dataset.first_user(r)) for r in held]
+        for r in rows:
+            if dataset.is_heldout(r):
+                continue
+            w = build_dataset.words(dataset.first_user(r))
+            assert max(build_dataset.jaccard(w, k) for k in kept_apart) < build_dataset.NEAR_FRESH, (f, r)
+            assert max(build_dataset.jaccard(w, k) for k in held_words) < build_dataset.NEAR_FRESH, (f, r)
