@@ -84,3 +84,22 @@ def test_onpolicy_training_files_keep_the_heldout_split_and_the_kept_apart_reque
             w = build_dataset.words(dataset.first_user(r))
             assert max(build_dataset.jaccard(w, k) for k in kept_apart) < build_dataset.NEAR_FRESH, (f, r)
             assert max(build_dataset.jaccard(w, k) for k in held_words) < build_dataset.NEAR_FRESH, (f, r)
+
+
+def test_each_shipped_adapter_records_the_exact_file_it_was_last_trained_on():
+    """run.json's data_file is in the repository, unchanged, and its train split is what the adapter saw."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(dataset.SHIPPED).parent.parent
+    runs = sorted((root / "assets" / "adapters").glob("*/run.json"))
+    assert len(runs) == 2
+    for run in runs:
+        rec = json.loads(run.read_text(encoding="utf-8"))
+        assert not Path(rec["data_file"]).is_absolute(), (run, "data_file must be a repository path")
+        data = root / rec["data_file"]
+        assert data.is_file(), (run, rec["data_file"])
+        assert hashlib.sha256(data.read_bytes()).hexdigest() == rec["data_file_sha256"], run
+        train, held = dataset.split(dataset.read_jsonl(data))
+        assert dataset.examples_sha256(train) == rec["data_sha256"], run
+        assert (len(train), len(held)) == (rec["train_examples"], rec["heldout_examples"]), run
