@@ -3,8 +3,10 @@ the requests kept apart for judging and for tuning decoding."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 
 from pet import dataset
 from scripts import build_dataset
@@ -31,9 +33,14 @@ def test_every_example_records_its_provenance_and_language():
     assert len({r["language"] for r in rows}) >= 5
 
 
+def _kept_apart() -> list[set]:
+    """The words of every request kept out of training (the fresh and dev sets)."""
+    return [build_dataset.words(json.loads(line)["request"]) for f in build_dataset.HELD_APART
+            for line in open(f, encoding="utf-8") if line.strip()]
+
+
 def test_no_training_request_is_near_a_request_kept_apart():
-    kept_apart = [build_dataset.words(json.loads(line)["request"]) for f in build_dataset.HELD_APART
-                  for line in open(f, encoding="utf-8") if line.strip()]
+    kept_apart = _kept_apart()
     assert len(kept_apart) >= 50
     for r in dataset.read_jsonl(dataset.SHIPPED):
         w = build_dataset.words(dataset.first_user(r))
@@ -65,10 +72,7 @@ def test_a_new_batch_moves_no_example_between_train_and_heldout(tmp_path, monkey
 def test_onpolicy_training_files_keep_the_heldout_split_and_the_kept_apart_requests_out():
     """data/onpolicy/*_train.jsonl (corrections of a tier's own answers): their train rows are far from the
     judged requests and from every held-out request, and their held-out rows are the curated held-out split."""
-    from pathlib import Path
-
-    kept_apart = [build_dataset.words(json.loads(line)["request"]) for f in build_dataset.HELD_APART
-                  for line in open(f, encoding="utf-8") if line.strip()]
+    kept_apart = _kept_apart()
     curated_held = {dataset.example_key(r) for r in dataset.read_jsonl(dataset.SHIPPED) if dataset.is_heldout(r)}
     files = sorted((Path(dataset.SHIPPED).parent / "onpolicy").glob("*_train.jsonl"))
     assert files
@@ -87,10 +91,8 @@ def test_onpolicy_training_files_keep_the_heldout_split_and_the_kept_apart_reque
 
 
 def test_each_shipped_adapter_records_the_exact_file_it_was_last_trained_on():
-    """run.json's data_file is in the repository, unchanged, and its train split is what the adapter saw."""
-    import hashlib
-    from pathlib import Path
-
+    """run.json's data_file is in the repository, unchanged, its train split is what the adapter saw, and
+    pet_adapter.json (what the app shows) names the same file."""
     root = Path(dataset.SHIPPED).parent.parent
     runs = sorted((root / "assets" / "adapters").glob("*/run.json"))
     assert len(runs) == 2
@@ -103,3 +105,5 @@ def test_each_shipped_adapter_records_the_exact_file_it_was_last_trained_on():
         train, held = dataset.split(dataset.read_jsonl(data))
         assert dataset.examples_sha256(train) == rec["data_sha256"], run
         assert (len(train), len(held)) == (rec["train_examples"], rec["heldout_examples"]), run
+        info = json.loads((run.parent / "pet_adapter.json").read_text(encoding="utf-8"))
+        assert (info["data_path"], info["data_sha256"]) == (rec["data_file"], rec["data_sha256"]), run
